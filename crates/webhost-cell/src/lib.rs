@@ -1,0 +1,80 @@
+//! The cell: one running deployment of the fleet-tracking application with
+//! its own database, hosting many tenants. It serves the tenant API (reached
+//! only through the edge) and an internal API for the control plane, and
+//! accepts nothing without a valid internal credential.
+
+mod internal;
+pub use internal::{TenantLimits, TenantUsage};
+mod vehicles;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
+use axum::routing::get;
+use axum::Router;
+use webhost_domain::CellId;
+use webhost_http::auth::{InternalAuth, InternalKeys};
+use webhost_http::client::InternalClient;
+use webhost_http::health::{HealthReport, ServiceHealth};
+use webhost_storage::CellStore;
+
+#[derive(Clone)]
+pub struct CellConfig {
+    pub cell_id: CellId,
+    pub region: String,
+    /// Where the control plane's internal API is (device registry).
+    pub control_url: String,
+}
+
+#[derive(Clone)]
+pub struct CellState {
+    store: Arc<dyn CellStore>,
+    auth: InternalAuth,
+    control: InternalClient,
+    config: Arc<CellConfig>,
+}
+
+impl FromRef<CellState> for InternalAuth {
+    fn from_ref(state: &CellState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// The audience a cell's internal credentials are minted for.
+pub fn audience(cell: CellId) -> String {
+    format!("cell:{cell}")
+}
+
+pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellConfig) -> Router {
+    let state = CellState {
+        store,
+        auth: InternalAuth {
+            keys: keys.clone(),
+            audience: audience(config.cell_id),
+        },
+        control: InternalClient::new(keys, "cell"),
+        config: Arc::new(config),
+    };
+    let router = Router::new()
+        .route("/api/health", get(health))
+        .merge(vehicles::routes())
+        .merge(internal::routes())
+        .fallback(webhost_http::fallback)
+        .with_state(state);
+    webhost_http::common_layers(router)
+}
+
+async fn health(State(state): State<CellState>) -> HealthReport {
+    let database = match state.store.ping().await {
+        Ok(()) => ServiceHealth::Healthy,
+        Err(err) => {
+            tracing::error!(error = %err, "cell database unhealthy");
+            ServiceHealth::Unhealthy
+        }
+    };
+    HealthReport::new(
+        BTreeMap::from([("database", database)]),
+        state.config.region.clone(),
+    )
+}

@@ -1,0 +1,47 @@
+//! The global device registry's internal endpoints, called by cells when a
+//! vehicle gets or loses a device.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use webhost_domain::{DeviceId, VehicleId};
+use webhost_http::auth::TenantCaller;
+use webhost_http::{ApiError, ApiJson};
+
+use crate::ControlState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClaimBody {
+    vehicle_id: VehicleId,
+}
+
+/// 201 when registered now, 200 when the tenant already held it, 409 when
+/// another tenant does.
+pub(crate) async fn claim(
+    caller: TenantCaller,
+    State(state): State<ControlState>,
+    Path(device): Path<String>,
+    ApiJson(body): ApiJson<ClaimBody>,
+) -> Result<StatusCode, ApiError> {
+    let device = DeviceId::parse(&device)?;
+    let created = state
+        .store
+        .claim_device(&device, caller.tenant, body.vehicle_id)
+        .await?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    })
+}
+
+pub(crate) async fn release(
+    caller: TenantCaller,
+    State(state): State<ControlState>,
+    Path(device): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let device = DeviceId::parse(&device)?;
+    state.store.release_device(&device, caller.tenant).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

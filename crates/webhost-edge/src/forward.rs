@@ -1,0 +1,260 @@
+//! Classify, authenticate, forward.
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use http_body_util::Full;
+use webhost_domain::TenantId;
+use webhost_http::auth::{Subject, INTERNAL_HEADER};
+use webhost_http::{ApiError, MAX_BODY_BYTES};
+use webhost_storage::{StorageError, TenantStatus};
+
+use crate::EdgeState;
+
+/// Where a public path goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination {
+    /// Control plane, no credentials needed (signup, login).
+    ControlPublic,
+    /// Control plane, for an authenticated tenant.
+    Control,
+    /// The tenant's cell.
+    Cell,
+}
+
+fn classify(path: &str) -> Option<Destination> {
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    if path == "/api/v1/signup" || path == "/api/v1/login" {
+        Some(Destination::ControlPublic)
+    } else if under("/api/v1/api-keys") || under("/api/v1/subscription") {
+        Some(Destination::Control)
+    } else if under("/api/v1") || under("/api/graphql") || under("/sync") {
+        Some(Destination::Cell)
+    } else {
+        None
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and what the edge alone may set.
+const STRIPPED: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::HOST,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    // The edge compresses for the client; hops behind it stay plain.
+    header::ACCEPT_ENCODING,
+];
+
+fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if STRIPPED.contains(name)
+            || name.as_str() == "keep-alive"
+            || name.as_str().starts_with("x-webhost-")
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+struct Authenticated {
+    tenant: TenantId,
+    subject: Subject,
+}
+
+async fn authenticate(state: &EdgeState, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <token or API key>'"))?;
+    let credential = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be 'Bearer <token or API key>'")
+        })?;
+    if credential.starts_with(webhost_control::API_KEY_PREFIX) {
+        let hash = webhost_control::hash_api_key(credential);
+        match state.store.authenticate_api_key(&hash).await {
+            Ok(principal) => Ok(Authenticated {
+                tenant: principal.tenant_id,
+                subject: Subject::ApiKey(principal.key_id),
+            }),
+            Err(StorageError::NotFound(_)) => Err(ApiError::unauthorized(
+                "the API key is not valid (unknown or revoked)",
+            )),
+            Err(err) => Err(err.into()),
+        }
+    } else {
+        let claims = state.tokens.verify(credential)?;
+        Ok(Authenticated {
+            tenant: claims.tid,
+            subject: Subject::User(claims.sub),
+        })
+    }
+}
+
+pub(crate) async fn forward(State(state): State<EdgeState>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    match try_forward(&state, peer, request).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn try_forward(
+    state: &EdgeState,
+    peer: Option<std::net::SocketAddr>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let destination = classify(&path).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no such endpoint; see /api/openapi.json",
+        )
+    })?;
+
+    let (base_url, audience, tenant, subject) = match destination {
+        Destination::ControlPublic => (
+            state.control_url.to_string(),
+            webhost_control::AUDIENCE.to_string(),
+            None,
+            None,
+        ),
+        Destination::Control => {
+            let who = authenticate(state, &parts.headers).await?;
+            (
+                state.control_url.to_string(),
+                webhost_control::AUDIENCE.to_string(),
+                Some(who.tenant),
+                Some(who.subject),
+            )
+        }
+        Destination::Cell => {
+            let who = authenticate(state, &parts.headers).await?;
+            let route = match state.store.route(who.tenant).await {
+                Ok(route) => route,
+                Err(StorageError::NotFound(_)) => {
+                    return Err(ApiError::unauthorized(
+                        "the credential's tenant no longer exists",
+                    ))
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if route.tenant_status != TenantStatus::Active {
+                return Err(ApiError::forbidden(format!(
+                    "the account is {}; contact support",
+                    route.tenant_status.as_str()
+                )));
+            }
+            (
+                route.cell_url,
+                webhost_cell::audience(route.cell_id),
+                Some(who.tenant),
+                Some(who.subject),
+            )
+        }
+    };
+
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the body is larger than {} MiB; split it into smaller requests",
+                    MAX_BODY_BYTES / (1024 * 1024)
+                ),
+            )
+        })?;
+
+    let credential = state
+        .client
+        .keys()
+        .mint(
+            state.client.issuer(),
+            &audience,
+            &parts.method,
+            &path,
+            tenant,
+            subject,
+        )
+        .map_err(ApiError::unexpected)?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or(&path);
+    let uri: Uri = format!("{}{}", base_url.trim_end_matches('/'), path_and_query)
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| ApiError::unexpected(e.into()))?;
+
+    let mut upstream = axum::http::Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .body(Full::new(body))
+        .map_err(|e| ApiError::unexpected(e.into()))?;
+    *upstream.headers_mut() = forwardable(&parts.headers);
+    let headers = upstream.headers_mut();
+    headers.insert(
+        INTERNAL_HEADER,
+        HeaderValue::from_str(&credential).map_err(|e| ApiError::unexpected(e.into()))?,
+    );
+    if let Some(peer) = peer {
+        if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
+            headers.insert("x-forwarded-for", value);
+        }
+    }
+
+    let response = state.client.http().request(upstream).await.map_err(|err| {
+        tracing::error!(error = %err, %base_url, "upstream unreachable");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "the service for this account is not reachable right now; try again shortly",
+        )
+    })?;
+    let (mut parts, body) = response.into_parts();
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TRAILER,
+        header::UPGRADE,
+    ] {
+        parts.headers.remove(name);
+    }
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_classified() {
+        assert_eq!(classify("/api/v1/signup"), Some(Destination::ControlPublic));
+        assert_eq!(classify("/api/v1/api-keys/x"), Some(Destination::Control));
+        assert_eq!(classify("/api/v1/subscription"), Some(Destination::Control));
+        assert_eq!(classify("/api/v1/vehicles"), Some(Destination::Cell));
+        assert_eq!(classify("/api/graphql"), Some(Destination::Cell));
+        assert_eq!(classify("/internal/v1/stats"), None);
+        assert_eq!(classify("/api/v1signup"), None);
+        assert_eq!(classify("/"), None);
+    }
+}

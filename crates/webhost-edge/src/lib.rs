@@ -1,0 +1,100 @@
+//! The edge: the single public entry. It authenticates each request (user
+//! JWT or API key), finds the tenant's cell in the routing table, and
+//! forwards the request over HTTP with an internal credential bound to that
+//! cell, method and path. Only the edge knows where a tenant lives.
+
+mod forward;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use webhost_http::auth::{InternalKeys, UserTokens};
+use webhost_http::client::InternalClient;
+use webhost_http::health::{HealthReport, ServiceHealth};
+use webhost_storage::ControlStore;
+
+pub struct EdgeParts {
+    /// The control plane's store (or a read replica of it): API keys and
+    /// the routing table.
+    pub store: Arc<dyn ControlStore>,
+    pub tokens: UserTokens,
+    pub keys: Arc<InternalKeys>,
+    pub control_url: String,
+    pub region: String,
+    pub redis: Option<redis::aio::ConnectionManager>,
+}
+
+#[derive(Clone)]
+pub(crate) struct EdgeState {
+    store: Arc<dyn ControlStore>,
+    tokens: UserTokens,
+    client: InternalClient,
+    control_url: Arc<str>,
+    region: Arc<str>,
+    redis: Option<redis::aio::ConnectionManager>,
+}
+
+pub fn router(parts: EdgeParts) -> Router {
+    let state = EdgeState {
+        store: parts.store,
+        tokens: parts.tokens,
+        client: InternalClient::new(parts.keys, "edge"),
+        control_url: parts.control_url.into(),
+        region: parts.region.into(),
+        redis: parts.redis,
+    };
+    let router = Router::new()
+        .route("/api/health", get(health))
+        .fallback(forward::forward)
+        .with_state(state);
+    webhost_http::common_layers(router)
+}
+
+async fn health(State(state): State<EdgeState>) -> HealthReport {
+    let database = match state.store.ping().await {
+        Ok(()) => ServiceHealth::Healthy,
+        Err(err) => {
+            tracing::error!(error = %err, "database unhealthy");
+            ServiceHealth::Unhealthy
+        }
+    };
+    let redis = match state.redis.clone() {
+        None => ServiceHealth::Disabled,
+        Some(mut conn) => {
+            let ping = redis::cmd("PING");
+            let ping = ping.query_async::<String>(&mut conn);
+            match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => ServiceHealth::Healthy,
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "redis unhealthy");
+                    ServiceHealth::Unhealthy
+                }
+                Err(_) => {
+                    tracing::error!("redis ping timed out");
+                    ServiceHealth::Unhealthy
+                }
+            }
+        }
+    };
+    HealthReport::new(
+        BTreeMap::from([("database", database), ("redis", redis)]),
+        state.region.to_string(),
+    )
+}
+
+/// Connects to Redis, failing fast when it is configured but unreachable.
+pub async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    use anyhow::Context;
+    let client = redis::Client::open(url).context("invalid REDIS_URL")?;
+    let manager = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        redis::aio::ConnectionManager::new(client),
+    )
+    .await
+    .context("connecting to Redis timed out")?
+    .context("connecting to Redis")?;
+    Ok(manager)
+}

@@ -1,0 +1,305 @@
+use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use webhost_domain::{Attributes, DeviceId, PlanName, ShortText, TenantId, VehicleId, VehicleName};
+use webhost_storage::{
+    CellStats, CellStore, CellTenant, Conflict, NewVehicle, Page, PageRequest, StorageError,
+    StorageResult, Vehicle, VehiclePatch,
+};
+
+use crate::{corrupt, map_err, open_pool, unexpected};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/cell");
+
+/// A cell's store on PostgreSQL.
+#[derive(Clone)]
+pub struct PgCellStore {
+    pool: PgPool,
+}
+
+impl PgCellStore {
+    pub async fn open(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool: open_pool(url, pool_size, &MIGRATOR).await?,
+        })
+    }
+}
+
+const VEHICLE_COLUMNS: &str =
+    "id, name, device_id, plate, \"group\", attributes, created_at, updated_at";
+
+fn vehicle_from_row(row: &PgRow) -> StorageResult<Vehicle> {
+    let attributes: serde_json::Value = row.try_get("attributes").map_err(unexpected)?;
+    let attributes = match attributes {
+        serde_json::Value::Object(map) => map,
+        other => return Err(corrupt("attributes", &other.to_string())),
+    };
+    Ok(Vehicle {
+        id: VehicleId::from_uuid(row.try_get("id").map_err(unexpected)?),
+        name: VehicleName::from_trusted(row.try_get::<String, _>("name").map_err(unexpected)?),
+        device_id: row
+            .try_get::<Option<String>, _>("device_id")
+            .map_err(unexpected)?
+            .map(DeviceId::from_trusted),
+        plate: row
+            .try_get::<Option<String>, _>("plate")
+            .map_err(unexpected)?
+            .map(ShortText::from_trusted),
+        group: row
+            .try_get::<Option<String>, _>("group")
+            .map_err(unexpected)?
+            .map(ShortText::from_trusted),
+        attributes: Attributes::from_trusted(attributes),
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+        updated_at: row.try_get("updated_at").map_err(unexpected)?,
+    })
+}
+
+fn device_conflict(device: Option<&DeviceId>) -> impl FnOnce(&str) -> Option<Conflict> + '_ {
+    move |constraint| {
+        (constraint == "vehicles_device_id_key")
+            .then(|| Conflict::DeviceTaken(device.map(ToString::to_string).unwrap_or_default()))
+    }
+}
+
+fn attributes_json(attributes: &Attributes) -> serde_json::Value {
+    serde_json::Value::Object(attributes.as_map().clone())
+}
+
+#[async_trait]
+impl CellStore for PgCellStore {
+    async fn ping(&self) -> StorageResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn put_tenant(&self, tenant: CellTenant) -> StorageResult<()> {
+        sqlx::query(
+            "INSERT INTO tenants (id, plan, max_vehicles, retention_days, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET plan = excluded.plan, \
+             max_vehicles = excluded.max_vehicles, retention_days = excluded.retention_days, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(tenant.id.as_uuid())
+        .bind(tenant.plan.as_str())
+        .bind(tenant.max_vehicles as i32)
+        .bind(tenant.retention_days as i32)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn tenant(&self, id: TenantId) -> StorageResult<CellTenant> {
+        let row =
+            sqlx::query("SELECT plan, max_vehicles, retention_days FROM tenants WHERE id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unexpected)?
+                .ok_or(StorageError::NotFound("tenant"))?;
+        Ok(CellTenant {
+            id,
+            plan: PlanName::from_trusted(row.try_get::<String, _>("plan").map_err(unexpected)?),
+            max_vehicles: row.try_get::<i32, _>("max_vehicles").map_err(unexpected)? as u32,
+            retention_days: row
+                .try_get::<i32, _>("retention_days")
+                .map_err(unexpected)? as u32,
+        })
+    }
+
+    async fn delete_tenant(&self, id: TenantId) -> StorageResult<()> {
+        let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn create_vehicle(
+        &self,
+        tenant: TenantId,
+        vehicle: NewVehicle,
+    ) -> StorageResult<Vehicle> {
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        // Locking the tenant row serialises concurrent creates of one tenant,
+        // so count-then-insert cannot overshoot the plan's limit.
+        let limit: i32 =
+            sqlx::query_scalar("SELECT max_vehicles FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(tenant.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unexpected)?
+                .ok_or(StorageError::NotFound("tenant"))?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vehicles WHERE tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unexpected)?;
+        if count >= i64::from(limit) {
+            return Err(StorageError::Conflict(Conflict::VehicleLimit {
+                limit: limit as u32,
+            }));
+        }
+        let now = Utc::now();
+        let row = sqlx::query(&format!(
+            "INSERT INTO vehicles (id, tenant_id, name, device_id, plate, \"group\", attributes, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             RETURNING {VEHICLE_COLUMNS}"
+        ))
+        .bind(vehicle.id.as_uuid())
+        .bind(tenant.as_uuid())
+        .bind(vehicle.name.as_str())
+        .bind(vehicle.device_id.as_ref().map(DeviceId::as_str))
+        .bind(vehicle.plate.as_ref().map(ShortText::as_str))
+        .bind(vehicle.group.as_ref().map(ShortText::as_str))
+        .bind(attributes_json(&vehicle.attributes))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, device_conflict(vehicle.device_id.as_ref())))?;
+        let created = vehicle_from_row(&row)?;
+        tx.commit().await.map_err(unexpected)?;
+        Ok(created)
+    }
+
+    async fn vehicles(
+        &self,
+        tenant: TenantId,
+        page: PageRequest<VehicleId>,
+    ) -> StorageResult<Page<Vehicle, VehicleId>> {
+        let limit = page.limit.max(1);
+        let rows = sqlx::query(&format!(
+            "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE tenant_id = $1 \
+             AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(page.after.map(|c| c.as_uuid()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        let mut data = rows
+            .iter()
+            .map(vehicle_from_row)
+            .collect::<StorageResult<Vec<_>>>()?;
+        let next_cursor = if data.len() > limit as usize {
+            data.truncate(limit as usize);
+            data.last().map(|v| v.id)
+        } else {
+            None
+        };
+        Ok(Page { data, next_cursor })
+    }
+
+    async fn vehicle(&self, tenant: TenantId, id: VehicleId) -> StorageResult<Vehicle> {
+        let row = sqlx::query(&format!(
+            "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("vehicle"))?;
+        vehicle_from_row(&row)
+    }
+
+    async fn update_vehicle(
+        &self,
+        tenant: TenantId,
+        id: VehicleId,
+        patch: VehiclePatch,
+    ) -> StorageResult<Vehicle> {
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        let row = sqlx::query(&format!(
+            "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("vehicle"))?;
+        let current = vehicle_from_row(&row)?;
+        let device_id = patch.device_id.unwrap_or(current.device_id);
+        let row = sqlx::query(&format!(
+            "UPDATE vehicles SET name = $1, device_id = $2, plate = $3, \"group\" = $4, \
+             attributes = $5, updated_at = $6 WHERE tenant_id = $7 AND id = $8 \
+             RETURNING {VEHICLE_COLUMNS}"
+        ))
+        .bind(patch.name.unwrap_or(current.name).as_str())
+        .bind(device_id.as_ref().map(DeviceId::as_str))
+        .bind(
+            patch
+                .plate
+                .unwrap_or(current.plate)
+                .as_ref()
+                .map(ShortText::as_str),
+        )
+        .bind(
+            patch
+                .group
+                .unwrap_or(current.group)
+                .as_ref()
+                .map(ShortText::as_str),
+        )
+        .bind(attributes_json(
+            &patch.attributes.unwrap_or(current.attributes),
+        ))
+        .bind(Utc::now())
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, device_conflict(device_id.as_ref())))?;
+        let updated = vehicle_from_row(&row)?;
+        tx.commit().await.map_err(unexpected)?;
+        Ok(updated)
+    }
+
+    async fn count_vehicles(&self, tenant: TenantId) -> StorageResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vehicles WHERE tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        Ok(count as u64)
+    }
+
+    async fn delete_vehicle(&self, tenant: TenantId, id: VehicleId) -> StorageResult<Vehicle> {
+        let row = sqlx::query(&format!(
+            "DELETE FROM vehicles WHERE tenant_id = $1 AND id = $2 RETURNING {VEHICLE_COLUMNS}"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("vehicle"))?;
+        vehicle_from_row(&row)
+    }
+
+    async fn stats(&self) -> StorageResult<CellStats> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tenants) AS tenants, \
+             (SELECT COUNT(*) FROM vehicles) AS vehicles",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        Ok(CellStats {
+            tenants: row.try_get::<i64, _>("tenants").map_err(unexpected)? as u64,
+            vehicles: row.try_get::<i64, _>("vehicles").map_err(unexpected)? as u64,
+        })
+    }
+}

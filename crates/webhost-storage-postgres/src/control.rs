@@ -1,0 +1,511 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+use webhost_domain::{
+    ApiKeyId, Catalog, CellId, CompanyName, CountryCode, DeviceId, Email, PlanName, PoolName,
+    ProviderKind, RegionCode, TenantId, UserId, VehicleId,
+};
+use webhost_storage::{
+    ApiKey, ApiKeyPrincipal, Cell, CellStatus, Conflict, ControlStore, DeviceRegistration,
+    NewApiKey, NewCell, NewTenant, NewUser, Route, StorageError, StorageResult, Tenant,
+    TenantStatus, User, UserCredentials, UserRole,
+};
+
+use crate::{corrupt, map_err, open_pool, unexpected};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/control");
+
+/// The control plane's store on PostgreSQL.
+#[derive(Clone)]
+pub struct PgControlStore {
+    pool: PgPool,
+}
+
+impl PgControlStore {
+    /// Connects, migrates, and seeds the default catalog into a new database.
+    pub async fn open(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        let store = Self {
+            pool: open_pool(url, pool_size, &MIGRATOR).await?,
+        };
+        let seeded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM catalog_versions")
+            .fetch_one(&store.pool)
+            .await?;
+        if seeded == 0 {
+            store.save_catalog(&Catalog::default_seed()).await?;
+        }
+        Ok(store)
+    }
+}
+
+const TENANT_COLUMNS: &str =
+    "t.id, t.company, t.plan, t.country, t.pool, t.region, t.regions, t.status, t.created_at";
+
+fn tenant_from_row(row: &PgRow) -> StorageResult<Tenant> {
+    let status: String = row.try_get("status").map_err(unexpected)?;
+    let regions: Vec<String> = row.try_get("regions").map_err(unexpected)?;
+    Ok(Tenant {
+        id: TenantId::from_uuid(row.try_get("id").map_err(unexpected)?),
+        company: CompanyName::from_trusted(
+            row.try_get::<String, _>("company").map_err(unexpected)?,
+        ),
+        plan: PlanName::from_trusted(row.try_get::<String, _>("plan").map_err(unexpected)?),
+        country: CountryCode::from_trusted(
+            row.try_get::<String, _>("country").map_err(unexpected)?,
+        ),
+        pool: PoolName::from_trusted(row.try_get::<String, _>("pool").map_err(unexpected)?),
+        region: RegionCode::from_trusted(row.try_get::<String, _>("region").map_err(unexpected)?),
+        regions: regions.into_iter().map(RegionCode::from_trusted).collect(),
+        status: TenantStatus::parse(&status).ok_or_else(|| corrupt("tenant status", &status))?,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+    })
+}
+
+fn user_from_row(row: &PgRow) -> StorageResult<User> {
+    let role: String = row.try_get("role").map_err(unexpected)?;
+    Ok(User {
+        id: UserId::from_uuid(row.try_get("id").map_err(unexpected)?),
+        tenant_id: TenantId::from_uuid(row.try_get("tenant_id").map_err(unexpected)?),
+        email: Email::from_trusted(row.try_get::<String, _>("email").map_err(unexpected)?),
+        role: UserRole::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+    })
+}
+
+fn api_key_from_row(row: &PgRow) -> StorageResult<ApiKey> {
+    Ok(ApiKey {
+        id: ApiKeyId::from_uuid(row.try_get("id").map_err(unexpected)?),
+        tenant_id: TenantId::from_uuid(row.try_get("tenant_id").map_err(unexpected)?),
+        name: row.try_get("name").map_err(unexpected)?,
+        prefix: row.try_get("prefix").map_err(unexpected)?,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+        revoked_at: row.try_get("revoked_at").map_err(unexpected)?,
+    })
+}
+
+const CELL_SELECT: &str = "SELECT c.id, c.name, c.pool, c.region, c.provider, c.url, c.status, \
+     c.capacity, c.monthly_cost_cents, c.created_at, \
+     (SELECT COUNT(*) FROM routes r WHERE r.cell_id = c.id) AS tenants FROM cells c";
+
+fn cell_from_row(row: &PgRow) -> StorageResult<Cell> {
+    let provider: String = row.try_get("provider").map_err(unexpected)?;
+    let status: String = row.try_get("status").map_err(unexpected)?;
+    Ok(Cell {
+        id: CellId::from_uuid(row.try_get("id").map_err(unexpected)?),
+        name: row.try_get("name").map_err(unexpected)?,
+        pool: PoolName::from_trusted(row.try_get::<String, _>("pool").map_err(unexpected)?),
+        region: RegionCode::from_trusted(row.try_get::<String, _>("region").map_err(unexpected)?),
+        provider: ProviderKind::parse(&provider).ok_or_else(|| corrupt("provider", &provider))?,
+        url: row.try_get("url").map_err(unexpected)?,
+        status: CellStatus::parse(&status).ok_or_else(|| corrupt("cell status", &status))?,
+        capacity: row.try_get::<i32, _>("capacity").map_err(unexpected)? as u32,
+        monthly_cost_cents: row.try_get("monthly_cost_cents").map_err(unexpected)?,
+        tenants: row.try_get::<i64, _>("tenants").map_err(unexpected)? as u32,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+    })
+}
+
+#[async_trait]
+impl ControlStore for PgControlStore {
+    async fn ping(&self) -> StorageResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn catalog(&self) -> StorageResult<Catalog> {
+        let body: serde_json::Value =
+            sqlx::query_scalar("SELECT body FROM catalog_versions ORDER BY version DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unexpected)?
+                .ok_or(StorageError::NotFound("catalog"))?;
+        serde_json::from_value(body).map_err(|e| StorageError::Unexpected(e.into()))
+    }
+
+    async fn save_catalog(&self, catalog: &Catalog) -> StorageResult<()> {
+        let body = serde_json::to_value(catalog).map_err(|e| StorageError::Unexpected(e.into()))?;
+        sqlx::query("INSERT INTO catalog_versions (body, created_at) VALUES ($1, $2)")
+            .bind(body)
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn create_cell(&self, cell: NewCell) -> StorageResult<Cell> {
+        let name = cell.name.clone();
+        sqlx::query(
+            "INSERT INTO cells (id, name, pool, region, provider, url, status, capacity, \
+             monthly_cost_cents, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(cell.id.as_uuid())
+        .bind(&cell.name)
+        .bind(cell.pool.as_str())
+        .bind(cell.region.as_str())
+        .bind(cell.provider.as_str())
+        .bind(&cell.url)
+        .bind(CellStatus::Active.as_str())
+        .bind(cell.capacity as i32)
+        .bind(cell.monthly_cost_cents)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            map_err(e, |c| {
+                (c == "cells_name_key").then(|| Conflict::CellNameTaken(name))
+            })
+        })?;
+        self.cell(cell.id).await
+    }
+
+    async fn cells(&self) -> StorageResult<Vec<Cell>> {
+        let rows = sqlx::query(&format!("{CELL_SELECT} ORDER BY c.created_at, c.name"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        rows.iter().map(cell_from_row).collect()
+    }
+
+    async fn cell(&self, id: CellId) -> StorageResult<Cell> {
+        let row = sqlx::query(&format!("{CELL_SELECT} WHERE c.id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unexpected)?
+            .ok_or(StorageError::NotFound("cell"))?;
+        cell_from_row(&row)
+    }
+
+    async fn cell_by_name(&self, name: &str) -> StorageResult<Cell> {
+        let row = sqlx::query(&format!("{CELL_SELECT} WHERE c.name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unexpected)?
+            .ok_or(StorageError::NotFound("cell"))?;
+        cell_from_row(&row)
+    }
+
+    async fn set_cell_url(&self, id: CellId, url: &str) -> StorageResult<()> {
+        let done = sqlx::query("UPDATE cells SET url = $1 WHERE id = $2")
+            .bind(url)
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("cell"));
+        }
+        Ok(())
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: NewTenant,
+        owner: NewUser,
+        key: NewApiKey,
+    ) -> StorageResult<(Tenant, User, ApiKey)> {
+        let now = Utc::now();
+        let regions: Vec<String> = tenant.regions.iter().map(ToString::to_string).collect();
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        sqlx::query(
+            "INSERT INTO tenants (id, company, plan, country, pool, region, regions, status, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(tenant.id.as_uuid())
+        .bind(tenant.company.as_str())
+        .bind(tenant.plan.as_str())
+        .bind(tenant.country.as_str())
+        .bind(tenant.pool.as_str())
+        .bind(tenant.region.as_str())
+        .bind(regions)
+        .bind(TenantStatus::Provisioning.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unexpected)?;
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, role, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(owner.id.as_uuid())
+        .bind(tenant.id.as_uuid())
+        .bind(owner.email.as_str())
+        .bind(owner.role.as_str())
+        .bind(&owner.password_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            map_err(e, |c| {
+                (c == "users_email_key").then_some(Conflict::EmailTaken)
+            })
+        })?;
+        insert_api_key(&mut tx, &key, now).await?;
+        sqlx::query(
+            "INSERT INTO routes (tenant_id, cell_id, version, updated_at) VALUES ($1, $2, 1, $3)",
+        )
+        .bind(tenant.id.as_uuid())
+        .bind(tenant.cell_id.as_uuid())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unexpected)?;
+        tx.commit().await.map_err(unexpected)?;
+        Ok((
+            self.tenant(tenant.id).await?,
+            self.user(owner.id).await?,
+            self.api_key(key.id).await?,
+        ))
+    }
+
+    async fn set_tenant_status(&self, id: TenantId, status: TenantStatus) -> StorageResult<()> {
+        let done = sqlx::query("UPDATE tenants SET status = $1 WHERE id = $2")
+            .bind(status.as_str())
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn delete_tenant(&self, id: TenantId) -> StorageResult<()> {
+        let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn tenant(&self, id: TenantId) -> StorageResult<Tenant> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("tenant"))?;
+        tenant_from_row(&row)
+    }
+
+    async fn tenants(&self) -> StorageResult<Vec<Tenant>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants t ORDER BY t.id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, email, role, created_at, password_hash FROM users WHERE email = $1",
+        )
+        .bind(email.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("user"))?;
+        Ok(UserCredentials {
+            user: user_from_row(&row)?,
+            password_hash: row.try_get("password_hash").map_err(unexpected)?,
+        })
+    }
+
+    async fn user(&self, id: UserId) -> StorageResult<User> {
+        let row =
+            sqlx::query("SELECT id, tenant_id, email, role, created_at FROM users WHERE id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unexpected)?
+                .ok_or(StorageError::NotFound("user"))?;
+        user_from_row(&row)
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> StorageResult<ApiKey> {
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        insert_api_key(&mut tx, &key, Utc::now()).await?;
+        tx.commit().await.map_err(unexpected)?;
+        self.api_key(key.id).await
+    }
+
+    async fn api_keys(&self, tenant: TenantId) -> StorageResult<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys \
+             WHERE tenant_id = $1 ORDER BY id DESC",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 \
+             AND revoked_at IS NULL",
+        )
+        .bind(Utc::now())
+        .bind(id.as_uuid())
+        .bind(tenant.as_uuid())
+        .execute(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("api key"));
+        }
+        Ok(())
+    }
+
+    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("api key"))?;
+        Ok(ApiKeyPrincipal {
+            key_id: ApiKeyId::from_uuid(row.try_get("id").map_err(unexpected)?),
+            tenant_id: TenantId::from_uuid(row.try_get("tenant_id").map_err(unexpected)?),
+        })
+    }
+
+    async fn route(&self, tenant: TenantId) -> StorageResult<Route> {
+        let row = sqlx::query(
+            "SELECT r.cell_id, c.url, r.version, t.status FROM routes r \
+             JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
+             WHERE r.tenant_id = $1",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("route"))?;
+        let status: String = row.try_get("status").map_err(unexpected)?;
+        Ok(Route {
+            tenant_id: tenant,
+            cell_id: CellId::from_uuid(row.try_get("cell_id").map_err(unexpected)?),
+            cell_url: row.try_get("url").map_err(unexpected)?,
+            version: row.try_get("version").map_err(unexpected)?,
+            tenant_status: TenantStatus::parse(&status)
+                .ok_or_else(|| corrupt("tenant status", &status))?,
+        })
+    }
+
+    async fn claim_device(
+        &self,
+        device: &DeviceId,
+        tenant: TenantId,
+        vehicle: VehicleId,
+    ) -> StorageResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO devices (device_id, tenant_id, vehicle_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (device_id) DO NOTHING",
+        )
+        .bind(device.as_str())
+        .bind(tenant.as_uuid())
+        .bind(vehicle.as_uuid())
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Registrations never change hands in place, so whoever holds it now
+        // is the answer.
+        let holder: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT tenant_id FROM devices WHERE device_id = $1")
+                .bind(device.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unexpected)?;
+        match holder {
+            Some(holder) if holder == tenant.as_uuid() => Ok(false),
+            Some(_) => Err(StorageError::Conflict(Conflict::DeviceTaken(
+                device.to_string(),
+            ))),
+            // Released in between: try again once.
+            None => Box::pin(self.claim_device(device, tenant, vehicle)).await,
+        }
+    }
+
+    async fn release_device(&self, device: &DeviceId, tenant: TenantId) -> StorageResult<()> {
+        sqlx::query("DELETE FROM devices WHERE device_id = $1 AND tenant_id = $2")
+            .bind(device.as_str())
+            .bind(tenant.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration> {
+        let row = sqlx::query("SELECT tenant_id, vehicle_id FROM devices WHERE device_id = $1")
+            .bind(device.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unexpected)?
+            .ok_or(StorageError::NotFound("device"))?;
+        Ok(DeviceRegistration {
+            device_id: device.clone(),
+            tenant_id: TenantId::from_uuid(row.try_get("tenant_id").map_err(unexpected)?),
+            vehicle_id: VehicleId::from_uuid(
+                row.try_get::<Uuid, _>("vehicle_id").map_err(unexpected)?,
+            ),
+        })
+    }
+}
+
+impl PgControlStore {
+    async fn api_key(&self, id: ApiKeyId) -> StorageResult<ApiKey> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("api key"))?;
+        api_key_from_row(&row)
+    }
+}
+
+async fn insert_api_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &NewApiKey,
+    now: DateTime<Utc>,
+) -> StorageResult<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(key.id.as_uuid())
+    .bind(key.tenant_id.as_uuid())
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&key.hash[..])
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(unexpected)?;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+use webhost_domain::{Attributes, DeviceId, PlanName, ShortText, TenantId, VehicleId, VehicleName};
+use webhost_storage::{
+    CellStats, CellStore, CellTenant, Conflict, NewVehicle, Page, PageRequest, StorageError,
+    StorageResult, Vehicle, VehiclePatch,
+};
+
+use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/cell");
+
+/// A cell's store on SQLite.
+#[derive(Clone)]
+pub struct SqliteCellStore {
+    pools: Pools,
+}
+
+impl SqliteCellStore {
+    pub async fn open(location: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            pools: open_pools(location, &MIGRATOR).await?,
+        })
+    }
+}
+
+const VEHICLE_COLUMNS: &str =
+    "id, name, device_id, plate, \"group\", attributes, created_at, updated_at";
+
+fn vehicle_from_row(row: &SqliteRow) -> StorageResult<Vehicle> {
+    let attributes: String = row.try_get("attributes").map_err(unexpected)?;
+    let attributes =
+        serde_json::from_str(&attributes).map_err(|_| corrupt("attributes", &attributes))?;
+    Ok(Vehicle {
+        id: VehicleId::from_uuid(parse_uuid(
+            &row.try_get::<String, _>("id").map_err(unexpected)?,
+        )?),
+        name: VehicleName::from_trusted(row.try_get::<String, _>("name").map_err(unexpected)?),
+        device_id: row
+            .try_get::<Option<String>, _>("device_id")
+            .map_err(unexpected)?
+            .map(DeviceId::from_trusted),
+        plate: row
+            .try_get::<Option<String>, _>("plate")
+            .map_err(unexpected)?
+            .map(ShortText::from_trusted),
+        group: row
+            .try_get::<Option<String>, _>("group")
+            .map_err(unexpected)?
+            .map(ShortText::from_trusted),
+        attributes: Attributes::from_trusted(attributes),
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+        updated_at: row.try_get("updated_at").map_err(unexpected)?,
+    })
+}
+
+fn device_conflict(device: Option<&DeviceId>) -> impl FnOnce(&str) -> Option<Conflict> + '_ {
+    move |message| {
+        message
+            .contains("vehicles.device_id")
+            .then(|| Conflict::DeviceTaken(device.map(ToString::to_string).unwrap_or_default()))
+    }
+}
+
+fn attributes_json(attributes: &Attributes) -> StorageResult<String> {
+    serde_json::to_string(attributes.as_map()).map_err(|e| StorageError::Unexpected(e.into()))
+}
+
+#[async_trait]
+impl CellStore for SqliteCellStore {
+    async fn ping(&self) -> StorageResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pools.reader)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn put_tenant(&self, tenant: CellTenant) -> StorageResult<()> {
+        sqlx::query(
+            "INSERT INTO tenants (id, plan, max_vehicles, retention_days, updated_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET plan = excluded.plan, \
+             max_vehicles = excluded.max_vehicles, retention_days = excluded.retention_days, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(tenant.id.to_string())
+        .bind(tenant.plan.as_str())
+        .bind(i64::from(tenant.max_vehicles))
+        .bind(i64::from(tenant.retention_days))
+        .bind(Utc::now())
+        .execute(&self.pools.writer)
+        .await
+        .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn tenant(&self, id: TenantId) -> StorageResult<CellTenant> {
+        let row =
+            sqlx::query("SELECT plan, max_vehicles, retention_days FROM tenants WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pools.reader)
+                .await
+                .map_err(unexpected)?
+                .ok_or(StorageError::NotFound("tenant"))?;
+        Ok(CellTenant {
+            id,
+            plan: PlanName::from_trusted(row.try_get::<String, _>("plan").map_err(unexpected)?),
+            max_vehicles: row.try_get::<i64, _>("max_vehicles").map_err(unexpected)? as u32,
+            retention_days: row
+                .try_get::<i64, _>("retention_days")
+                .map_err(unexpected)? as u32,
+        })
+    }
+
+    async fn delete_tenant(&self, id: TenantId) -> StorageResult<()> {
+        let done = sqlx::query("DELETE FROM tenants WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn create_vehicle(
+        &self,
+        tenant: TenantId,
+        vehicle: NewVehicle,
+    ) -> StorageResult<Vehicle> {
+        // The single writer connection makes count-then-insert atomic.
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        let limit: i64 = sqlx::query_scalar("SELECT max_vehicles FROM tenants WHERE id = ?")
+            .bind(tenant.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unexpected)?
+            .ok_or(StorageError::NotFound("tenant"))?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vehicles WHERE tenant_id = ?")
+            .bind(tenant.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unexpected)?;
+        if count >= limit {
+            return Err(StorageError::Conflict(Conflict::VehicleLimit {
+                limit: limit as u32,
+            }));
+        }
+        let now = Utc::now();
+        sqlx::query(
+            "INSERT INTO vehicles (id, tenant_id, name, device_id, plate, \"group\", attributes, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(vehicle.id.to_string())
+        .bind(tenant.to_string())
+        .bind(vehicle.name.as_str())
+        .bind(vehicle.device_id.as_ref().map(DeviceId::as_str))
+        .bind(vehicle.plate.as_ref().map(ShortText::as_str))
+        .bind(vehicle.group.as_ref().map(ShortText::as_str))
+        .bind(attributes_json(&vehicle.attributes)?)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, device_conflict(vehicle.device_id.as_ref())))?;
+        tx.commit().await.map_err(unexpected)?;
+        self.vehicle(tenant, vehicle.id).await
+    }
+
+    async fn vehicles(
+        &self,
+        tenant: TenantId,
+        page: PageRequest<VehicleId>,
+    ) -> StorageResult<Page<Vehicle, VehicleId>> {
+        let limit = page.limit.max(1);
+        let rows = sqlx::query(&format!(
+            "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE tenant_id = ? AND id > ? \
+             ORDER BY id LIMIT ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(page.after.map(|c| c.to_string()).unwrap_or_default())
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pools.reader)
+        .await
+        .map_err(unexpected)?;
+        let mut data = rows
+            .iter()
+            .map(vehicle_from_row)
+            .collect::<StorageResult<Vec<_>>>()?;
+        let next_cursor = if data.len() > limit as usize {
+            data.truncate(limit as usize);
+            data.last().map(|v| v.id)
+        } else {
+            None
+        };
+        Ok(Page { data, next_cursor })
+    }
+
+    async fn vehicle(&self, tenant: TenantId, id: VehicleId) -> StorageResult<Vehicle> {
+        let row = sqlx::query(&format!(
+            "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("vehicle"))?;
+        vehicle_from_row(&row)
+    }
+
+    async fn update_vehicle(
+        &self,
+        tenant: TenantId,
+        id: VehicleId,
+        patch: VehiclePatch,
+    ) -> StorageResult<Vehicle> {
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        let row = sqlx::query(&format!(
+            "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("vehicle"))?;
+        let current = vehicle_from_row(&row)?;
+        let device_id = patch.device_id.unwrap_or(current.device_id);
+        let row = sqlx::query(&format!(
+            "UPDATE vehicles SET name = ?, device_id = ?, plate = ?, \"group\" = ?, \
+             attributes = ?, updated_at = ? WHERE tenant_id = ? AND id = ? \
+             RETURNING {VEHICLE_COLUMNS}"
+        ))
+        .bind(patch.name.unwrap_or(current.name).as_str())
+        .bind(device_id.as_ref().map(DeviceId::as_str))
+        .bind(
+            patch
+                .plate
+                .unwrap_or(current.plate)
+                .as_ref()
+                .map(ShortText::as_str),
+        )
+        .bind(
+            patch
+                .group
+                .unwrap_or(current.group)
+                .as_ref()
+                .map(ShortText::as_str),
+        )
+        .bind(attributes_json(
+            &patch.attributes.unwrap_or(current.attributes),
+        )?)
+        .bind(Utc::now())
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, device_conflict(device_id.as_ref())))?;
+        let updated = vehicle_from_row(&row)?;
+        tx.commit().await.map_err(unexpected)?;
+        Ok(updated)
+    }
+
+    async fn count_vehicles(&self, tenant: TenantId) -> StorageResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vehicles WHERE tenant_id = ?")
+            .bind(tenant.to_string())
+            .fetch_one(&self.pools.reader)
+            .await
+            .map_err(unexpected)?;
+        Ok(count as u64)
+    }
+
+    async fn delete_vehicle(&self, tenant: TenantId, id: VehicleId) -> StorageResult<Vehicle> {
+        let row = sqlx::query(&format!(
+            "DELETE FROM vehicles WHERE tenant_id = ? AND id = ? RETURNING {VEHICLE_COLUMNS}"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pools.writer)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("vehicle"))?;
+        vehicle_from_row(&row)
+    }
+
+    async fn stats(&self) -> StorageResult<CellStats> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tenants) AS tenants, (SELECT COUNT(*) FROM vehicles) AS vehicles",
+        )
+        .fetch_one(&self.pools.reader)
+        .await
+        .map_err(unexpected)?;
+        Ok(CellStats {
+            tenants: row.try_get::<i64, _>("tenants").map_err(unexpected)? as u64,
+            vehicles: row.try_get::<i64, _>("vehicles").map_err(unexpected)? as u64,
+        })
+    }
+}

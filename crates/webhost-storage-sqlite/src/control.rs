@@ -1,0 +1,543 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+use webhost_domain::{
+    ApiKeyId, Catalog, CellId, CompanyName, CountryCode, DeviceId, Email, PlanName, PoolName,
+    ProviderKind, RegionCode, TenantId, UserId, VehicleId,
+};
+use webhost_storage::{
+    ApiKey, ApiKeyPrincipal, Cell, CellStatus, Conflict, ControlStore, DeviceRegistration,
+    NewApiKey, NewCell, NewTenant, NewUser, Route, StorageError, StorageResult, Tenant,
+    TenantStatus, User, UserCredentials, UserRole,
+};
+
+use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/control");
+
+/// The control plane's store on SQLite.
+#[derive(Clone)]
+pub struct SqliteControlStore {
+    pools: Pools,
+}
+
+impl SqliteControlStore {
+    /// Opens (creating if needed) and migrates the database, and seeds the
+    /// default catalog into a new one.
+    pub async fn open(location: &str) -> anyhow::Result<Self> {
+        let store = Self {
+            pools: open_pools(location, &MIGRATOR).await?,
+        };
+        let seeded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM catalog_versions")
+            .fetch_one(&store.pools.writer)
+            .await?;
+        if seeded == 0 {
+            store.save_catalog(&Catalog::default_seed()).await?;
+        }
+        Ok(store)
+    }
+}
+
+const TENANT_COLUMNS: &str =
+    "t.id, t.company, t.plan, t.country, t.pool, t.region, t.regions, t.status, t.created_at";
+
+fn tenant_from_row(row: &SqliteRow) -> StorageResult<Tenant> {
+    let status: String = row.try_get("status").map_err(unexpected)?;
+    let regions: String = row.try_get("regions").map_err(unexpected)?;
+    let regions: Vec<String> =
+        serde_json::from_str(&regions).map_err(|_| corrupt("regions", &regions))?;
+    Ok(Tenant {
+        id: TenantId::from_uuid(parse_uuid(
+            &row.try_get::<String, _>("id").map_err(unexpected)?,
+        )?),
+        company: CompanyName::from_trusted(
+            row.try_get::<String, _>("company").map_err(unexpected)?,
+        ),
+        plan: PlanName::from_trusted(row.try_get::<String, _>("plan").map_err(unexpected)?),
+        country: CountryCode::from_trusted(
+            row.try_get::<String, _>("country").map_err(unexpected)?,
+        ),
+        pool: PoolName::from_trusted(row.try_get::<String, _>("pool").map_err(unexpected)?),
+        region: RegionCode::from_trusted(row.try_get::<String, _>("region").map_err(unexpected)?),
+        regions: regions.into_iter().map(RegionCode::from_trusted).collect(),
+        status: TenantStatus::parse(&status).ok_or_else(|| corrupt("tenant status", &status))?,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> StorageResult<User> {
+    let role: String = row.try_get("role").map_err(unexpected)?;
+    Ok(User {
+        id: UserId::from_uuid(parse_uuid(
+            &row.try_get::<String, _>("id").map_err(unexpected)?,
+        )?),
+        tenant_id: TenantId::from_uuid(parse_uuid(
+            &row.try_get::<String, _>("tenant_id").map_err(unexpected)?,
+        )?),
+        email: Email::from_trusted(row.try_get::<String, _>("email").map_err(unexpected)?),
+        role: UserRole::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> StorageResult<ApiKey> {
+    Ok(ApiKey {
+        id: ApiKeyId::from_uuid(parse_uuid(
+            &row.try_get::<String, _>("id").map_err(unexpected)?,
+        )?),
+        tenant_id: TenantId::from_uuid(parse_uuid(
+            &row.try_get::<String, _>("tenant_id").map_err(unexpected)?,
+        )?),
+        name: row.try_get("name").map_err(unexpected)?,
+        prefix: row.try_get("prefix").map_err(unexpected)?,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+        revoked_at: row.try_get("revoked_at").map_err(unexpected)?,
+    })
+}
+
+const CELL_SELECT: &str = "SELECT c.id, c.name, c.pool, c.region, c.provider, c.url, c.status, \
+     c.capacity, c.monthly_cost_cents, c.created_at, \
+     (SELECT COUNT(*) FROM routes r WHERE r.cell_id = c.id) AS tenants FROM cells c";
+
+fn cell_from_row(row: &SqliteRow) -> StorageResult<Cell> {
+    let provider: String = row.try_get("provider").map_err(unexpected)?;
+    let status: String = row.try_get("status").map_err(unexpected)?;
+    Ok(Cell {
+        id: CellId::from_uuid(parse_uuid(
+            &row.try_get::<String, _>("id").map_err(unexpected)?,
+        )?),
+        name: row.try_get("name").map_err(unexpected)?,
+        pool: PoolName::from_trusted(row.try_get::<String, _>("pool").map_err(unexpected)?),
+        region: RegionCode::from_trusted(row.try_get::<String, _>("region").map_err(unexpected)?),
+        provider: ProviderKind::parse(&provider).ok_or_else(|| corrupt("provider", &provider))?,
+        url: row.try_get("url").map_err(unexpected)?,
+        status: CellStatus::parse(&status).ok_or_else(|| corrupt("cell status", &status))?,
+        capacity: row.try_get::<i64, _>("capacity").map_err(unexpected)? as u32,
+        monthly_cost_cents: row.try_get("monthly_cost_cents").map_err(unexpected)?,
+        tenants: row.try_get::<i64, _>("tenants").map_err(unexpected)? as u32,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+    })
+}
+
+fn unique_conflict(message: &str) -> Option<Conflict> {
+    if message.contains("users.email") {
+        Some(Conflict::EmailTaken)
+    } else {
+        None
+    }
+}
+
+#[async_trait]
+impl ControlStore for SqliteControlStore {
+    async fn ping(&self) -> StorageResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pools.reader)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn catalog(&self) -> StorageResult<Catalog> {
+        let body: String =
+            sqlx::query_scalar("SELECT body FROM catalog_versions ORDER BY version DESC LIMIT 1")
+                .fetch_optional(&self.pools.reader)
+                .await
+                .map_err(unexpected)?
+                .ok_or(StorageError::NotFound("catalog"))?;
+        serde_json::from_str(&body).map_err(|e| StorageError::Unexpected(e.into()))
+    }
+
+    async fn save_catalog(&self, catalog: &Catalog) -> StorageResult<()> {
+        let body =
+            serde_json::to_string(catalog).map_err(|e| StorageError::Unexpected(e.into()))?;
+        sqlx::query("INSERT INTO catalog_versions (body, created_at) VALUES (?, ?)")
+            .bind(body)
+            .bind(Utc::now())
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn create_cell(&self, cell: NewCell) -> StorageResult<Cell> {
+        let name = cell.name.clone();
+        sqlx::query(
+            "INSERT INTO cells (id, name, pool, region, provider, url, status, capacity, \
+             monthly_cost_cents, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(cell.id.to_string())
+        .bind(&cell.name)
+        .bind(cell.pool.as_str())
+        .bind(cell.region.as_str())
+        .bind(cell.provider.as_str())
+        .bind(&cell.url)
+        .bind(CellStatus::Active.as_str())
+        .bind(i64::from(cell.capacity))
+        .bind(cell.monthly_cost_cents)
+        .bind(Utc::now())
+        .execute(&self.pools.writer)
+        .await
+        .map_err(|e| {
+            map_err(e, |m| {
+                m.contains("cells.name")
+                    .then(|| Conflict::CellNameTaken(name))
+            })
+        })?;
+        self.cell(cell.id).await
+    }
+
+    async fn cells(&self) -> StorageResult<Vec<Cell>> {
+        let rows = sqlx::query(&format!("{CELL_SELECT} ORDER BY c.created_at, c.name"))
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(unexpected)?;
+        rows.iter().map(cell_from_row).collect()
+    }
+
+    async fn cell(&self, id: CellId) -> StorageResult<Cell> {
+        let row = sqlx::query(&format!("{CELL_SELECT} WHERE c.id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pools.reader)
+            .await
+            .map_err(unexpected)?
+            .ok_or(StorageError::NotFound("cell"))?;
+        cell_from_row(&row)
+    }
+
+    async fn cell_by_name(&self, name: &str) -> StorageResult<Cell> {
+        let row = sqlx::query(&format!("{CELL_SELECT} WHERE c.name = ?"))
+            .bind(name)
+            .fetch_optional(&self.pools.reader)
+            .await
+            .map_err(unexpected)?
+            .ok_or(StorageError::NotFound("cell"))?;
+        cell_from_row(&row)
+    }
+
+    async fn set_cell_url(&self, id: CellId, url: &str) -> StorageResult<()> {
+        let done = sqlx::query("UPDATE cells SET url = ? WHERE id = ?")
+            .bind(url)
+            .bind(id.to_string())
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("cell"));
+        }
+        Ok(())
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: NewTenant,
+        owner: NewUser,
+        key: NewApiKey,
+    ) -> StorageResult<(Tenant, User, ApiKey)> {
+        let now = Utc::now();
+        let regions: Vec<&str> = tenant.regions.iter().map(RegionCode::as_str).collect();
+        let regions =
+            serde_json::to_string(&regions).map_err(|e| StorageError::Unexpected(e.into()))?;
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        sqlx::query(
+            "INSERT INTO tenants (id, company, plan, country, pool, region, regions, status, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.id.to_string())
+        .bind(tenant.company.as_str())
+        .bind(tenant.plan.as_str())
+        .bind(tenant.country.as_str())
+        .bind(tenant.pool.as_str())
+        .bind(tenant.region.as_str())
+        .bind(regions)
+        .bind(TenantStatus::Provisioning.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unexpected)?;
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, role, password_hash, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(owner.id.to_string())
+        .bind(tenant.id.to_string())
+        .bind(owner.email.as_str())
+        .bind(owner.role.as_str())
+        .bind(&owner.password_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, unique_conflict))?;
+        insert_api_key(&mut tx, &key, now).await?;
+        sqlx::query(
+            "INSERT INTO routes (tenant_id, cell_id, version, updated_at) VALUES (?, ?, 1, ?)",
+        )
+        .bind(tenant.id.to_string())
+        .bind(tenant.cell_id.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unexpected)?;
+        tx.commit().await.map_err(unexpected)?;
+        Ok((
+            self.tenant_on(&self.pools.reader, tenant.id).await?,
+            self.user(owner.id).await?,
+            self.api_key(key.id).await?,
+        ))
+    }
+
+    async fn set_tenant_status(&self, id: TenantId, status: TenantStatus) -> StorageResult<()> {
+        let done = sqlx::query("UPDATE tenants SET status = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(id.to_string())
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn delete_tenant(&self, id: TenantId) -> StorageResult<()> {
+        let done = sqlx::query("DELETE FROM tenants WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn tenant(&self, id: TenantId) -> StorageResult<Tenant> {
+        self.tenant_on(&self.pools.reader, id).await
+    }
+
+    async fn tenants(&self) -> StorageResult<Vec<Tenant>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants t ORDER BY t.id"
+        ))
+        .fetch_all(&self.pools.reader)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, email, role, created_at, password_hash FROM users WHERE email = ?",
+        )
+        .bind(email.as_str())
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("user"))?;
+        Ok(UserCredentials {
+            user: user_from_row(&row)?,
+            password_hash: row.try_get("password_hash").map_err(unexpected)?,
+        })
+    }
+
+    async fn user(&self, id: UserId) -> StorageResult<User> {
+        let row =
+            sqlx::query("SELECT id, tenant_id, email, role, created_at FROM users WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pools.reader)
+                .await
+                .map_err(unexpected)?
+                .ok_or(StorageError::NotFound("user"))?;
+        user_from_row(&row)
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> StorageResult<ApiKey> {
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        insert_api_key(&mut tx, &key, Utc::now()).await?;
+        tx.commit().await.map_err(unexpected)?;
+        self.api_key(key.id).await
+    }
+
+    async fn api_keys(&self, tenant: TenantId) -> StorageResult<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys \
+             WHERE tenant_id = ? ORDER BY id DESC",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(&self.pools.reader)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id = ? AND revoked_at IS NULL",
+        )
+        .bind(Utc::now())
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .execute(&self.pools.writer)
+        .await
+        .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("api key"));
+        }
+        Ok(())
+    }
+
+    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal> {
+        let row = sqlx::query(
+            "SELECT k.id, k.tenant_id FROM api_keys k WHERE k.hash = ? AND k.revoked_at IS NULL",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("api key"))?;
+        Ok(ApiKeyPrincipal {
+            key_id: ApiKeyId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("id").map_err(unexpected)?,
+            )?),
+            tenant_id: TenantId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("tenant_id").map_err(unexpected)?,
+            )?),
+        })
+    }
+
+    async fn route(&self, tenant: TenantId) -> StorageResult<Route> {
+        let row = sqlx::query(
+            "SELECT r.cell_id, c.url, r.version, t.status FROM routes r \
+             JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
+             WHERE r.tenant_id = ?",
+        )
+        .bind(tenant.to_string())
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("route"))?;
+        let status: String = row.try_get("status").map_err(unexpected)?;
+        Ok(Route {
+            tenant_id: tenant,
+            cell_id: CellId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("cell_id").map_err(unexpected)?,
+            )?),
+            cell_url: row.try_get("url").map_err(unexpected)?,
+            version: row.try_get("version").map_err(unexpected)?,
+            tenant_status: TenantStatus::parse(&status)
+                .ok_or_else(|| corrupt("tenant status", &status))?,
+        })
+    }
+
+    async fn claim_device(
+        &self,
+        device: &DeviceId,
+        tenant: TenantId,
+        vehicle: VehicleId,
+    ) -> StorageResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO devices (device_id, tenant_id, vehicle_id, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (device_id) DO NOTHING",
+        )
+        .bind(device.as_str())
+        .bind(tenant.to_string())
+        .bind(vehicle.to_string())
+        .bind(Utc::now())
+        .execute(&self.pools.writer)
+        .await
+        .map_err(unexpected)?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Registrations never change hands in place, so whoever holds it now
+        // is the answer.
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT tenant_id FROM devices WHERE device_id = ?")
+                .bind(device.as_str())
+                .fetch_optional(&self.pools.writer)
+                .await
+                .map_err(unexpected)?;
+        match holder {
+            Some(holder) if parse_uuid(&holder)? == tenant.as_uuid() => Ok(false),
+            Some(_) => Err(StorageError::Conflict(Conflict::DeviceTaken(
+                device.to_string(),
+            ))),
+            // Released in between: try again once.
+            None => Box::pin(self.claim_device(device, tenant, vehicle)).await,
+        }
+    }
+
+    async fn release_device(&self, device: &DeviceId, tenant: TenantId) -> StorageResult<()> {
+        sqlx::query("DELETE FROM devices WHERE device_id = ? AND tenant_id = ?")
+            .bind(device.as_str())
+            .bind(tenant.to_string())
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+
+    async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration> {
+        let row = sqlx::query("SELECT tenant_id, vehicle_id FROM devices WHERE device_id = ?")
+            .bind(device.as_str())
+            .fetch_optional(&self.pools.reader)
+            .await
+            .map_err(unexpected)?
+            .ok_or(StorageError::NotFound("device"))?;
+        Ok(DeviceRegistration {
+            device_id: device.clone(),
+            tenant_id: TenantId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("tenant_id").map_err(unexpected)?,
+            )?),
+            vehicle_id: VehicleId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("vehicle_id").map_err(unexpected)?,
+            )?),
+        })
+    }
+}
+
+impl SqliteControlStore {
+    async fn tenant_on(&self, pool: &sqlx::SqlitePool, id: TenantId) -> StorageResult<Tenant> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("tenant"))?;
+        tenant_from_row(&row)
+    }
+
+    async fn api_key(&self, id: ApiKeyId) -> StorageResult<ApiKey> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("api key"))?;
+        api_key_from_row(&row)
+    }
+}
+
+async fn insert_api_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    key: &NewApiKey,
+    now: DateTime<Utc>,
+) -> StorageResult<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.id.to_string())
+    .bind(key.tenant_id.to_string())
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&key.hash[..])
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(unexpected)?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The control plane's data: tenants, users, API keys, cells, the routing
+//! table, the global device registry and the catalog.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use webhost_domain::{
+    ApiKeyId, Catalog, CellId, CompanyName, CountryCode, DeviceId, Email, PlanName, PoolName,
+    ProviderKind, RegionCode, TenantId, UserId, VehicleId,
+};
+
+use crate::StorageResult;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    /// Control-plane records exist; the cell has not confirmed yet.
+    Provisioning,
+    Active,
+    Suspended,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "provisioning" => Some(Self::Provisioning),
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub company: CompanyName,
+    pub plan: PlanName,
+    pub country: CountryCode,
+    pub pool: PoolName,
+    pub region: RegionCode,
+    pub regions: Vec<RegionCode>,
+    pub status: TenantStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    pub id: TenantId,
+    pub company: CompanyName,
+    pub plan: PlanName,
+    pub country: CountryCode,
+    pub pool: PoolName,
+    pub region: RegionCode,
+    pub regions: Vec<RegionCode>,
+    /// The cell the routing table points at from the start.
+    pub cell_id: CellId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    Owner,
+    Member,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Member => "member",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "owner" => Some(Self::Owner),
+            "member" => Some(Self::Member),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct User {
+    pub id: UserId,
+    pub tenant_id: TenantId,
+    pub email: Email,
+    pub role: UserRole,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Email,
+    pub role: UserRole,
+    /// A PHC string (argon2id); the password itself never reaches storage.
+    pub password_hash: String,
+}
+
+/// A user with what login needs to check.
+#[derive(Clone, Debug)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    /// The first characters of the secret, so people can tell keys apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub prefix: String,
+    /// SHA-256 of the whole secret.
+    pub hash: [u8; 32],
+}
+
+/// Who an API key speaks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiKeyPrincipal {
+    pub key_id: ApiKeyId,
+    pub tenant_id: TenantId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    Active,
+    /// Takes no new tenants.
+    Draining,
+}
+
+impl CellStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "active" => Some(Self::Active),
+            "draining" => Some(Self::Draining),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cell {
+    pub id: CellId,
+    pub name: String,
+    pub pool: PoolName,
+    pub region: RegionCode,
+    pub provider: ProviderKind,
+    /// Base URL of the cell's HTTP API.
+    pub url: String,
+    pub status: CellStatus,
+    pub capacity: u32,
+    pub monthly_cost_cents: i64,
+    /// Tenants currently routed to this cell.
+    pub tenants: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewCell {
+    pub id: CellId,
+    pub name: String,
+    pub pool: PoolName,
+    pub region: RegionCode,
+    pub provider: ProviderKind,
+    pub url: String,
+    pub capacity: u32,
+    pub monthly_cost_cents: i64,
+}
+
+/// A routing-table entry: where a tenant's requests go.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Route {
+    pub tenant_id: TenantId,
+    pub cell_id: CellId,
+    pub cell_url: String,
+    /// Bumped on every change, so a cached entry can be checked.
+    pub version: i64,
+    pub tenant_status: TenantStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeviceRegistration {
+    pub device_id: DeviceId,
+    pub tenant_id: TenantId,
+    pub vehicle_id: VehicleId,
+}
+
+#[async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    /// Cheap round trip for health checks.
+    async fn ping(&self) -> StorageResult<()>;
+
+    /// The current catalog (seeded with `Catalog::default_seed` on first open).
+    async fn catalog(&self) -> StorageResult<Catalog>;
+    /// Stores a new catalog version; the previous ones stay for the record.
+    async fn save_catalog(&self, catalog: &Catalog) -> StorageResult<()>;
+
+    async fn create_cell(&self, cell: NewCell) -> StorageResult<Cell>;
+    async fn cells(&self) -> StorageResult<Vec<Cell>>;
+    async fn cell(&self, id: CellId) -> StorageResult<Cell>;
+    async fn cell_by_name(&self, name: &str) -> StorageResult<Cell>;
+    /// A local cell gets a new port on every start.
+    async fn set_cell_url(&self, id: CellId, url: &str) -> StorageResult<()>;
+
+    /// Creates the tenant, its first user and API key and its route, all or
+    /// nothing. `Conflict::EmailTaken` if the email is in use.
+    async fn create_tenant(
+        &self,
+        tenant: NewTenant,
+        owner: NewUser,
+        key: NewApiKey,
+    ) -> StorageResult<(Tenant, User, ApiKey)>;
+    async fn set_tenant_status(&self, id: TenantId, status: TenantStatus) -> StorageResult<()>;
+    /// Removes a tenant and everything the control plane holds for it.
+    async fn delete_tenant(&self, id: TenantId) -> StorageResult<()>;
+    async fn tenant(&self, id: TenantId) -> StorageResult<Tenant>;
+    async fn tenants(&self) -> StorageResult<Vec<Tenant>>;
+
+    async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials>;
+    async fn user(&self, id: UserId) -> StorageResult<User>;
+
+    async fn create_api_key(&self, key: NewApiKey) -> StorageResult<ApiKey>;
+    /// The tenant's keys, newest first, revoked ones included.
+    async fn api_keys(&self, tenant: TenantId) -> StorageResult<Vec<ApiKey>>;
+    /// `NotFound` for another tenant's key or one already revoked.
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StorageResult<()>;
+    /// `NotFound` unless a key with this hash exists and is not revoked.
+    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal>;
+
+    async fn route(&self, tenant: TenantId) -> StorageResult<Route>;
+
+    /// Registers `device` for the tenant's vehicle. `Ok(true)` when this call
+    /// registered it, `Ok(false)` when the tenant already held it (left as
+    /// it was), `Conflict::DeviceTaken` when another tenant holds it. Only a
+    /// caller that got `true` may undo its claim.
+    async fn claim_device(
+        &self,
+        device: &DeviceId,
+        tenant: TenantId,
+        vehicle: VehicleId,
+    ) -> StorageResult<bool>;
+    /// Frees `device` if this tenant holds it; a no-op otherwise.
+    async fn release_device(&self, device: &DeviceId, tenant: TenantId) -> StorageResult<()>;
+    async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration>;
+}

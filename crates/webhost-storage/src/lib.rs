@@ -1,0 +1,18 @@
+//! Storage traits of WebHost. Methods name domain actions, not SQL; the
+//! `webhost-storage-sqlite` and `webhost-storage-postgres` crates implement
+//! them and `webhost-storage-tests` holds the conformance suite both pass.
+//!
+//! Invariant: nothing here knows about HTTP.
+
+mod cell;
+mod control;
+mod error;
+
+pub use cell::{
+    CellStats, CellStore, CellTenant, NewVehicle, Page, PageRequest, Vehicle, VehiclePatch,
+};
+pub use control::{
+    ApiKey, ApiKeyPrincipal, Cell, CellStatus, ControlStore, DeviceRegistration, NewApiKey,
+    NewCell, NewTenant, NewUser, Route, Tenant, TenantStatus, User, UserCredentials, UserRole,
+};
+pub use error::{Conflict, StorageError, StorageResult};

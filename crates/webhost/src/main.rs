@@ -1,0 +1,129 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use webhost::{Application, Mode, Overrides, Settings};
+
+/// WebHost: multi-tenant GPS fleet tracking and the control plane that runs it.
+#[derive(Parser)]
+#[command(name = "webhost", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// A TOML file of settings (or WEBHOST_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// `embedded` generates missing secrets; `production` requires them.
+    #[arg(long, global = true, value_enum)]
+    mode: Option<Mode>,
+    /// Where the embedded default keeps its databases and secrets.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// HTTP address (PORT sets 0.0.0.0:PORT).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: control plane, edge and local cells.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// OsmAnd device protocol address.
+        #[arg(long)]
+        osmand_listen: Option<String>,
+        /// Teltonika device protocol address.
+        #[arg(long)]
+        teltonika_listen: Option<String>,
+    },
+    /// The control plane alone (with the local provider, its cells too).
+    Control {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The edge alone, forwarding to the control plane and the cells.
+    Edge {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        control_url: Option<String>,
+    },
+    /// One cell alone.
+    Cell {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        control_url: Option<String>,
+        #[arg(long)]
+        cell_id: Option<String>,
+    },
+}
+
+fn overrides(common: &Common) -> Overrides {
+    Overrides {
+        config: common.config.clone(),
+        mode: common.mode,
+        data_dir: common.data_dir.clone(),
+        listen: common.listen.clone(),
+        ..Overrides::default()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            common,
+            osmand_listen,
+            teltonika_listen,
+        } => {
+            let settings = Settings::load(&Overrides {
+                osmand_listen,
+                teltonika_listen,
+                ..overrides(&common)
+            })?;
+            let app = Application::build(&settings).await?;
+            for cell in &app.cells {
+                tracing::info!(cell = %cell.name, pool = %cell.pool, region = %cell.region, url = %cell.url, "cell ready");
+            }
+            println!("WebHost is running: open {}/api/health", app.url());
+            app.run_until_stopped().await
+        }
+        Command::Control { common } => {
+            webhost::app::run_control(&Settings::load(&overrides(&common))?).await
+        }
+        Command::Edge {
+            common,
+            control_url,
+        } => {
+            webhost::app::run_edge(&Settings::load(&Overrides {
+                control_url,
+                ..overrides(&common)
+            })?)
+            .await
+        }
+        Command::Cell {
+            common,
+            control_url,
+            cell_id,
+        } => {
+            webhost::app::run_cell(&Settings::load(&Overrides {
+                control_url,
+                cell_id,
+                ..overrides(&common)
+            })?)
+            .await
+        }
+    }
+}

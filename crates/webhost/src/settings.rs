@@ -1,0 +1,293 @@
+//! One typed `Settings`: defaults < generated secrets (embedded mode) <
+//! config file < environment (SPEC §3 names) < command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use webhost_domain::ProviderKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// SQLite under the data dir, secrets generated and kept there.
+    Embedded,
+    /// Every secret must come from the environment or the config file.
+    Production,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Settings {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub osmand_listen: String,
+    pub teltonika_listen: String,
+    /// `PORT`: when set, the edge listens on `0.0.0.0:PORT`.
+    pub port: Option<u16>,
+    pub database_url: Option<String>,
+    pub database_read_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub pool_size: u32,
+    pub public_host: Option<String>,
+    pub secret_key_base: Option<SecretString>,
+    pub token_signing_secret: Option<SecretString>,
+    pub webhost_admin_token: Option<SecretString>,
+    pub token_ttl_secs: i64,
+    pub infrastructure_provider: ProviderKind,
+    pub primary_region: Option<String>,
+    pub regions: Option<String>,
+    pub fly_region: Option<String>,
+    pub fly_api_token: Option<SecretString>,
+    pub hetzner_api_token: Option<SecretString>,
+    pub hetzner_robot_user: Option<String>,
+    pub hetzner_robot_password: Option<SecretString>,
+    pub stripe_secret_key: Option<SecretString>,
+    pub stripe_webhook_secret: Option<SecretString>,
+    pub yjs_sync_enabled: bool,
+    pub monitoring_enabled: bool,
+    /// Split deployments: where the control plane is.
+    pub control_url: Option<String>,
+    /// Split deployments: this cell's id.
+    pub cell_id: Option<String>,
+}
+
+/// Variables read from the environment as they are named in SPEC §3.
+const ENV_NAMES: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_READ_URL",
+    "REDIS_URL",
+    "POOL_SIZE",
+    "PORT",
+    "PUBLIC_HOST",
+    "SECRET_KEY_BASE",
+    "TOKEN_SIGNING_SECRET",
+    "INFRASTRUCTURE_PROVIDER",
+    "PRIMARY_REGION",
+    "REGIONS",
+    "FLY_REGION",
+    "FLY_API_TOKEN",
+    "HETZNER_API_TOKEN",
+    "HETZNER_ROBOT_USER",
+    "HETZNER_ROBOT_PASSWORD",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "YJS_SYNC_ENABLED",
+    "MONITORING_ENABLED",
+    "WEBHOST_ADMIN_TOKEN",
+];
+
+/// Flags given on the command line; `None` leaves the setting alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub mode: Option<Mode>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub osmand_listen: Option<String>,
+    pub teltonika_listen: Option<String>,
+    pub control_url: Option<String>,
+    pub cell_id: Option<String>,
+    pub database_url: Option<String>,
+}
+
+/// The secrets the embedded default generates once and keeps.
+const GENERATED: [&str; 3] = [
+    "secret_key_base",
+    "token_signing_secret",
+    "webhost_admin_token",
+];
+
+fn defaults() -> Figment {
+    Figment::new()
+        .merge(Serialized::default("mode", "embedded"))
+        .merge(Serialized::default("data_dir", "./data"))
+        .merge(Serialized::default("listen", "127.0.0.1:4000"))
+        .merge(Serialized::default("osmand_listen", "127.0.0.1:5055"))
+        .merge(Serialized::default("teltonika_listen", "127.0.0.1:5027"))
+        .merge(Serialized::default("pool_size", 10))
+        .merge(Serialized::default("token_ttl_secs", 24 * 3600))
+        .merge(Serialized::default("infrastructure_provider", "local"))
+        .merge(Serialized::default("yjs_sync_enabled", true))
+        .merge(Serialized::default("monitoring_enabled", true))
+}
+
+fn overrides(figment: Figment, o: &Overrides) -> Figment {
+    let mut figment = figment;
+    let mut set = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            figment = std::mem::take(&mut figment).merge(Serialized::default(key, value));
+        }
+    };
+    set("mode", o.mode.map(|m| format!("{m:?}").to_lowercase()));
+    set(
+        "data_dir",
+        o.data_dir.as_ref().map(|d| d.display().to_string()),
+    );
+    set("listen", o.listen.clone());
+    set("osmand_listen", o.osmand_listen.clone());
+    set("teltonika_listen", o.teltonika_listen.clone());
+    set("control_url", o.control_url.clone());
+    set("cell_id", o.cell_id.clone());
+    set("database_url", o.database_url.clone());
+    figment
+}
+
+impl Settings {
+    /// Reads the layers; in embedded mode, generates missing secrets once
+    /// under the data dir. In production mode a missing secret is an error
+    /// naming its variable.
+    pub fn load(o: &Overrides) -> anyhow::Result<Self> {
+        let config = o
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("WEBHOST_CONFIG").map(PathBuf::from));
+        if let Some(path) = &config {
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
+        }
+        let layered = |secrets: Option<&Path>| {
+            let mut figment = defaults();
+            if let Some(secrets) = secrets {
+                figment = figment.merge(Toml::file(secrets));
+            }
+            if let Some(path) = &config {
+                figment = figment.merge(Toml::file(path));
+            }
+            let env = Env::raw().only(ENV_NAMES);
+            let named =
+                Env::prefixed("WEBHOST_").only(&["mode", "data_dir", "control_url", "cell_id"]);
+            overrides(figment.merge(env).merge(named), o)
+        };
+        let first: Settings = layered(None).extract().context("reading settings")?;
+        let settings = if first.mode == Mode::Embedded {
+            let secrets = ensure_secrets(&first.data_dir)?;
+            layered(Some(&secrets))
+                .extract()
+                .context("reading settings")?
+        } else {
+            first
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.mode == Mode::Production {
+            let required = [
+                ("SECRET_KEY_BASE", self.secret_key_base.is_some()),
+                ("TOKEN_SIGNING_SECRET", self.token_signing_secret.is_some()),
+                ("WEBHOST_ADMIN_TOKEN", self.webhost_admin_token.is_some()),
+                ("DATABASE_URL", self.database_url.is_some()),
+            ];
+            for (name, present) in required {
+                anyhow::ensure!(present, "{name} must be set in production mode");
+            }
+        }
+        for (name, secret) in [
+            ("SECRET_KEY_BASE", &self.secret_key_base),
+            ("TOKEN_SIGNING_SECRET", &self.token_signing_secret),
+        ] {
+            if let Some(secret) = secret {
+                anyhow::ensure!(
+                    secret.expose_secret().len() >= 32,
+                    "{name} must be at least 32 characters"
+                );
+            }
+        }
+        if let Some(url) = &self.database_url {
+            anyhow::ensure!(
+                url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:"),
+                "DATABASE_URL must start with postgres:// or sqlite:"
+            );
+        }
+        Ok(())
+    }
+
+    /// The address the edge listens on.
+    pub fn edge_listen(&self) -> String {
+        match self.port {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => self.listen.clone(),
+        }
+    }
+
+    pub fn region(&self) -> String {
+        self.fly_region
+            .clone()
+            .or_else(|| self.primary_region.clone())
+            .unwrap_or_else(|| "local".into())
+    }
+
+    pub fn secret_key_base(&self) -> anyhow::Result<&str> {
+        self.secret_key_base
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .context("SECRET_KEY_BASE is not set")
+    }
+
+    pub fn token_signing_secret(&self) -> anyhow::Result<&str> {
+        self.token_signing_secret
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .context("TOKEN_SIGNING_SECRET is not set")
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres"))
+    }
+}
+
+/// Writes `secrets.toml` under the data dir with fresh random values for
+/// any generated secret it does not hold yet; returns its path.
+fn ensure_secrets(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    use rand::RngCore;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let path = data_dir.join("secrets.toml");
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut text = existing.clone();
+    for key in GENERATED {
+        if !existing.lines().any(|l| {
+            l.trim_start().starts_with(&format!("{key} "))
+                || l.trim_start().starts_with(&format!("{key}="))
+        }) {
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            text.push_str(&format!("{key} = \"{}\"\n", hex::encode(bytes)));
+        }
+    }
+    if text != existing {
+        write_private(&path, &text)?;
+    }
+    Ok(path)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(text.as_bytes())?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
