@@ -157,7 +157,7 @@ impl ControlStore for PgControlStore {
         .await
         .map_err(|e| {
             map_err(e, |c| {
-                (c == "cells_name_key").then(|| Conflict::CellNameTaken(name))
+                (c == "cells_name_key").then_some(Conflict::CellNameTaken(name))
             })
         })?;
         self.cell(cell.id).await

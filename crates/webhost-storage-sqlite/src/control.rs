@@ -181,7 +181,7 @@ impl ControlStore for SqliteControlStore {
         .map_err(|e| {
             map_err(e, |m| {
                 m.contains("cells.name")
-                    .then(|| Conflict::CellNameTaken(name))
+                    .then_some(Conflict::CellNameTaken(name))
             })
         })?;
         self.cell(cell.id).await

@@ -199,7 +199,8 @@ pub struct Route {
     pub tenant_id: TenantId,
     pub cell_id: CellId,
     pub cell_url: String,
-    /// Bumped on every change, so a cached entry can be checked.
+    /// Bumped whenever the tenant moves to another cell, so a cached entry
+    /// can be checked. (The tenant's status is read live, not versioned.)
     pub version: i64,
     pub tenant_status: TenantStatus,
 }

@@ -1,0 +1,828 @@
+//! Stories for [`ControlStore`]. Each takes a store on a fresh database.
+
+use webhost_domain::{ApiKeyId, Catalog, CellId, TenantId, UserId, VehicleId};
+use webhost_storage::{
+    ApiKeyPrincipal, CellStatus, Conflict, ControlStore, DeviceRegistration, NewUser, StorageError,
+    TenantStatus, UserRole,
+};
+
+use crate::fixtures::{
+    assert_not_found, assert_recent, device, email, expect_conflict, new_api_key, new_cell, plan,
+    random_hash, tenant_seed, TenantSeed, PASSWORD_HASH,
+};
+
+/// Creates a cell and returns its id; tenants need one to be routed to.
+async fn a_cell(store: &dyn ControlStore, name: &str) -> CellId {
+    store
+        .create_cell(new_cell(name, &format!("http://{name}.internal:8080")))
+        .await
+        .expect("creating a cell")
+        .id
+}
+
+async fn create(store: &dyn ControlStore, seed: &TenantSeed) {
+    store
+        .create_tenant(seed.tenant.clone(), seed.owner.clone(), seed.key.clone())
+        .await
+        .expect("creating a tenant");
+}
+
+/// A new store holds the default catalog.
+pub async fn catalog_is_seeded_on_open(store: &dyn ControlStore) {
+    let catalog = store.catalog().await.expect("reading the catalog");
+    assert_eq!(catalog, Catalog::default_seed());
+    store.ping().await.expect("ping");
+}
+
+/// Every saved catalog becomes the current one.
+pub async fn save_catalog_makes_the_newest_version_current(store: &dyn ControlStore) {
+    let mut second = Catalog::default_seed();
+    second.plans[0].price_cents += 100;
+    second.plans[0].max_vehicles = 7;
+    store.save_catalog(&second).await.expect("saving catalog 2");
+    assert_eq!(store.catalog().await.expect("catalog"), second);
+
+    let mut third = second.clone();
+    third.plans.retain(|p| p.name != plan("business"));
+    third.cell_templates.pop();
+    store.save_catalog(&third).await.expect("saving catalog 3");
+    assert_eq!(store.catalog().await.expect("catalog"), third);
+
+    // Saving the original again makes it current again: "newest", not
+    // "largest" or "first".
+    store
+        .save_catalog(&Catalog::default_seed())
+        .await
+        .expect("saving catalog 4");
+    assert_eq!(
+        store.catalog().await.expect("catalog"),
+        Catalog::default_seed()
+    );
+}
+
+/// create_cell, cells, cell, cell_by_name and set_cell_url agree with each
+/// other, and a cell counts the tenants routed to it.
+pub async fn cells_round_trip_and_count_their_tenants(store: &dyn ControlStore) {
+    assert!(store.cells().await.expect("cells").is_empty());
+
+    let new = new_cell("fly-iad-1", "http://127.0.0.1:9001");
+    let created = store.create_cell(new.clone()).await.expect("create cell");
+    assert_eq!(created.id, new.id);
+    assert_eq!(created.name, "fly-iad-1");
+    assert_eq!(created.pool, new.pool);
+    assert_eq!(created.region, new.region);
+    assert_eq!(created.provider, new.provider);
+    assert_eq!(created.url, "http://127.0.0.1:9001");
+    assert_eq!(created.status, CellStatus::Active);
+    assert_eq!(created.capacity, 50);
+    assert_eq!(created.monthly_cost_cents, 12_345);
+    assert_eq!(created.tenants, 0);
+    assert_recent(created.created_at, "cell created_at");
+
+    let other = store
+        .create_cell(new_cell("fly-iad-2", "http://127.0.0.1:9002"))
+        .await
+        .expect("create second cell");
+
+    assert_eq!(store.cell(created.id).await.expect("cell"), created);
+    assert_eq!(
+        store.cell_by_name("fly-iad-1").await.expect("cell by name"),
+        created
+    );
+    let mut listed = store.cells().await.expect("cells");
+    listed.sort_by_key(|c| c.name.clone());
+    assert_eq!(listed, vec![created.clone(), other.clone()]);
+
+    store
+        .set_cell_url(created.id, "http://127.0.0.1:9100")
+        .await
+        .expect("set cell url");
+    let moved = store
+        .cell(created.id)
+        .await
+        .expect("cell after set_cell_url");
+    assert_eq!(moved.url, "http://127.0.0.1:9100");
+    assert_eq!(
+        moved,
+        store.cell_by_name("fly-iad-1").await.expect("by name")
+    );
+    assert_eq!(
+        store.cell(other.id).await.expect("other cell").url,
+        "http://127.0.0.1:9002",
+        "set_cell_url changed only its cell"
+    );
+
+    // Two tenants routed to the first cell, one to the second.
+    let a = tenant_seed(created.id, "A GmbH", "a@example.com");
+    let b = tenant_seed(created.id, "B GmbH", "b@example.com");
+    let c = tenant_seed(other.id, "C GmbH", "c@example.com");
+    for seed in [&a, &b, &c] {
+        create(store, seed).await;
+    }
+    assert_eq!(store.cell(created.id).await.expect("cell").tenants, 2);
+    assert_eq!(
+        store.cell_by_name("fly-iad-2").await.expect("cell").tenants,
+        1
+    );
+    let counts: Vec<(String, u32)> = {
+        let mut cells = store.cells().await.expect("cells");
+        cells.sort_by_key(|c| c.name.clone());
+        cells.into_iter().map(|c| (c.name, c.tenants)).collect()
+    };
+    assert_eq!(
+        counts,
+        vec![("fly-iad-1".to_string(), 2), ("fly-iad-2".to_string(), 1)]
+    );
+
+    // The route follows the cell's URL.
+    store
+        .set_cell_url(created.id, "http://127.0.0.1:9200")
+        .await
+        .expect("set cell url");
+    assert_eq!(
+        store.route(a.tenant.id).await.expect("route").cell_url,
+        "http://127.0.0.1:9200"
+    );
+
+    store.delete_tenant(b.tenant.id).await.expect("delete b");
+    assert_eq!(store.cell(created.id).await.expect("cell").tenants, 1);
+}
+
+/// Cell names are unique.
+pub async fn duplicate_cell_name_is_a_conflict(store: &dyn ControlStore) {
+    let first = store
+        .create_cell(new_cell("hetzner-fsn1-1", "http://one"))
+        .await
+        .expect("create cell");
+    let conflict = expect_conflict(
+        store
+            .create_cell(new_cell("hetzner-fsn1-1", "http://two"))
+            .await,
+        "second cell with the same name",
+    );
+    assert_eq!(
+        conflict,
+        Conflict::CellNameTaken("hetzner-fsn1-1".to_string())
+    );
+    let cells = store.cells().await.expect("cells");
+    assert_eq!(cells, vec![first.clone()], "the duplicate was not stored");
+    assert_eq!(
+        store
+            .cell_by_name("hetzner-fsn1-1")
+            .await
+            .expect("by name")
+            .url,
+        "http://one"
+    );
+}
+
+/// create_tenant stores the tenant (provisioning), its owner, its first API
+/// key and its route (version 1, to the given cell).
+pub async fn create_tenant_stores_tenant_owner_key_and_route(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-sin-1").await;
+    let seed = tenant_seed(cell, "Müller Logistik ✓", "Owner@Example.com");
+    let (tenant, user, key) = store
+        .create_tenant(seed.tenant.clone(), seed.owner.clone(), seed.key.clone())
+        .await
+        .expect("create tenant");
+
+    assert_eq!(tenant.id, seed.tenant.id);
+    assert_eq!(tenant.company.as_str(), "Müller Logistik ✓");
+    assert_eq!(tenant.plan, seed.tenant.plan);
+    assert_eq!(tenant.country, seed.tenant.country);
+    assert_eq!(tenant.pool, seed.tenant.pool);
+    assert_eq!(tenant.region, seed.tenant.region);
+    assert_eq!(
+        tenant.regions, seed.tenant.regions,
+        "regions keep their order"
+    );
+    assert_eq!(tenant.status, TenantStatus::Provisioning);
+    assert_recent(tenant.created_at, "tenant created_at");
+    assert_eq!(store.tenant(tenant.id).await.expect("tenant"), tenant);
+    assert_eq!(
+        store.tenants().await.expect("tenants"),
+        vec![tenant.clone()]
+    );
+
+    assert_eq!(user.id, seed.owner.id);
+    assert_eq!(user.tenant_id, tenant.id);
+    assert_eq!(user.email.as_str(), "owner@example.com");
+    assert_eq!(user.role, UserRole::Owner);
+    assert_recent(user.created_at, "user created_at");
+    assert_eq!(store.user(user.id).await.expect("user"), user);
+
+    assert_eq!(key.id, seed.key.id);
+    assert_eq!(key.tenant_id, tenant.id);
+    assert_eq!(key.name, "default");
+    assert_eq!(key.prefix, seed.key.prefix);
+    assert_eq!(key.revoked_at, None);
+    assert_recent(key.created_at, "api key created_at");
+    assert_eq!(
+        store.api_keys(tenant.id).await.expect("api keys"),
+        vec![key.clone()]
+    );
+    assert_eq!(
+        store
+            .authenticate_api_key(&seed.key.hash)
+            .await
+            .expect("authenticate the first key"),
+        ApiKeyPrincipal {
+            key_id: key.id,
+            tenant_id: tenant.id
+        }
+    );
+
+    let route = store.route(tenant.id).await.expect("route");
+    assert_eq!(route.tenant_id, tenant.id);
+    assert_eq!(route.cell_id, cell);
+    assert_eq!(route.cell_url, "http://fly-sin-1.internal:8080");
+    assert_eq!(route.version, 1);
+    assert_eq!(route.tenant_status, TenantStatus::Provisioning);
+    assert_eq!(store.cell(cell).await.expect("cell").tenants, 1);
+}
+
+/// An email in use (by any tenant) refuses the whole signup: none of the
+/// second tenant's records are stored, and retrying with another email works.
+pub async fn duplicate_email_stores_nothing_of_the_second_tenant(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let first = tenant_seed(cell, "First", "dispatch@example.com");
+    create(store, &first).await;
+
+    // Same address, typed differently: Email normalises it.
+    let second = tenant_seed(cell, "Second", "  DISPATCH@example.com ");
+    let conflict = expect_conflict(
+        store
+            .create_tenant(
+                second.tenant.clone(),
+                second.owner.clone(),
+                second.key.clone(),
+            )
+            .await,
+        "second tenant with a taken email",
+    );
+    assert_eq!(conflict, Conflict::EmailTaken);
+
+    assert_not_found(store.tenant(second.tenant.id).await, "second tenant");
+    assert_eq!(store.tenants().await.expect("tenants").len(), 1);
+    assert_not_found(store.user(second.owner.id).await, "second owner");
+    assert_not_found(store.route(second.tenant.id).await, "second route");
+    assert!(store
+        .api_keys(second.tenant.id)
+        .await
+        .expect("api keys")
+        .is_empty());
+    assert_not_found(
+        store.authenticate_api_key(&second.key.hash).await,
+        "second tenant's key",
+    );
+    assert_eq!(store.cell(cell).await.expect("cell").tenants, 1);
+    // The address still belongs to the first tenant.
+    let owner = store
+        .user_by_email(&email("dispatch@example.com"))
+        .await
+        .expect("first owner");
+    assert_eq!(owner.user.tenant_id, first.tenant.id);
+
+    // Nothing half-written blocks the same ids and key hash from being used
+    // with another address.
+    let retry = TenantSeed {
+        owner: NewUser {
+            email: email("dispatch2@example.com"),
+            ..second.owner.clone()
+        },
+        ..second.clone()
+    };
+    create(store, &retry).await;
+    assert_eq!(store.tenants().await.expect("tenants").len(), 2);
+    assert_eq!(
+        store
+            .authenticate_api_key(&second.key.hash)
+            .await
+            .expect("retried tenant's key")
+            .tenant_id,
+        second.tenant.id
+    );
+}
+
+/// set_tenant_status changes the tenant and what its route reports.
+pub async fn set_tenant_status_changes_tenant_and_route(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let seed = tenant_seed(cell, "Status Co", "status@example.com");
+    let other = tenant_seed(cell, "Other Co", "other@example.com");
+    create(store, &seed).await;
+    create(store, &other).await;
+
+    for status in [
+        TenantStatus::Active,
+        TenantStatus::Suspended,
+        TenantStatus::Active,
+    ] {
+        store
+            .set_tenant_status(seed.tenant.id, status)
+            .await
+            .expect("set status");
+        assert_eq!(
+            store.tenant(seed.tenant.id).await.expect("tenant").status,
+            status
+        );
+        assert_eq!(
+            store
+                .route(seed.tenant.id)
+                .await
+                .expect("route")
+                .tenant_status,
+            status
+        );
+    }
+    assert_eq!(
+        store.tenant(other.tenant.id).await.expect("other").status,
+        TenantStatus::Provisioning,
+        "only the named tenant changed"
+    );
+}
+
+/// Login finds the user by email (normalised) with the stored hash.
+pub async fn user_by_email_returns_the_password_hash(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let seed = tenant_seed(cell, "Login Co", "login@example.com");
+    create(store, &seed).await;
+
+    let credentials = store
+        .user_by_email(&email("LOGIN@example.COM"))
+        .await
+        .expect("user by email");
+    assert_eq!(credentials.password_hash, PASSWORD_HASH);
+    assert_eq!(credentials.user.id, seed.owner.id);
+    assert_eq!(credentials.user.tenant_id, seed.tenant.id);
+    assert_eq!(credentials.user.email, email("login@example.com"));
+    assert_eq!(credentials.user.role, UserRole::Owner);
+    assert_eq!(
+        credentials.user,
+        store.user(seed.owner.id).await.expect("user by id")
+    );
+
+    assert_not_found(
+        store.user_by_email(&email("nobody@example.com")).await,
+        "unknown email",
+    );
+}
+
+/// Keys are listed newest first, authenticate by hash until revoked, and
+/// revoking twice is NotFound.
+pub async fn api_key_lifecycle(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let seed = tenant_seed(cell, "Keys Co", "keys@example.com");
+    create(store, &seed).await;
+    let tenant = seed.tenant.id;
+
+    let second = new_api_key(tenant, "ci");
+    let created = store
+        .create_api_key(second.clone())
+        .await
+        .expect("create key 2");
+    assert_eq!(created.id, second.id);
+    assert_eq!(created.tenant_id, tenant);
+    assert_eq!(created.name, "ci");
+    assert_eq!(created.prefix, second.prefix);
+    assert_eq!(created.revoked_at, None);
+    assert_recent(created.created_at, "key created_at");
+    let third = new_api_key(tenant, "ingest");
+    store
+        .create_api_key(third.clone())
+        .await
+        .expect("create key 3");
+
+    let listed: Vec<ApiKeyId> = store
+        .api_keys(tenant)
+        .await
+        .expect("api keys")
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![third.id, second.id, seed.key.id],
+        "newest first"
+    );
+
+    for key in [&seed.key, &second, &third] {
+        assert_eq!(
+            store
+                .authenticate_api_key(&key.hash)
+                .await
+                .expect("authenticate"),
+            ApiKeyPrincipal {
+                key_id: key.id,
+                tenant_id: tenant
+            }
+        );
+    }
+    assert_not_found(
+        store.authenticate_api_key(&random_hash()).await,
+        "unknown hash",
+    );
+
+    store
+        .revoke_api_key(tenant, second.id)
+        .await
+        .expect("revoke key 2");
+    assert_not_found(
+        store.authenticate_api_key(&second.hash).await,
+        "revoked key",
+    );
+    assert_not_found(
+        store.revoke_api_key(tenant, second.id).await,
+        "revoking twice",
+    );
+    // The others still work, and the revoked one is still listed.
+    store
+        .authenticate_api_key(&third.hash)
+        .await
+        .expect("key 3 still works");
+    store
+        .authenticate_api_key(&seed.key.hash)
+        .await
+        .expect("key 1 still works");
+    let keys = store.api_keys(tenant).await.expect("api keys");
+    assert_eq!(keys.len(), 3, "revoked keys stay listed");
+    let revoked = keys
+        .iter()
+        .find(|k| k.id == second.id)
+        .expect("revoked key listed");
+    let revoked_at = revoked.revoked_at.expect("revoked_at is set");
+    assert_recent(revoked_at, "revoked_at");
+    assert!(revoked_at >= revoked.created_at);
+    assert!(keys
+        .iter()
+        .filter(|k| k.id != second.id)
+        .all(|k| k.revoked_at.is_none()));
+
+    assert_not_found(
+        store.revoke_api_key(tenant, ApiKeyId::new()).await,
+        "revoking an unknown key",
+    );
+}
+
+/// A tenant cannot revoke another tenant's key.
+pub async fn api_key_of_another_tenant_cannot_be_revoked(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let a = tenant_seed(cell, "A", "a@example.com");
+    let b = tenant_seed(cell, "B", "b@example.com");
+    create(store, &a).await;
+    create(store, &b).await;
+
+    assert_not_found(
+        store.revoke_api_key(b.tenant.id, a.key.id).await,
+        "B revoking A's key",
+    );
+    assert_eq!(
+        store
+            .authenticate_api_key(&a.key.hash)
+            .await
+            .expect("A's key still works"),
+        ApiKeyPrincipal {
+            key_id: a.key.id,
+            tenant_id: a.tenant.id
+        }
+    );
+    assert!(store
+        .api_keys(a.tenant.id)
+        .await
+        .expect("keys")
+        .iter()
+        .all(|k| k.revoked_at.is_none()));
+    // Each tenant lists only its own keys.
+    let b_keys: Vec<ApiKeyId> = store
+        .api_keys(b.tenant.id)
+        .await
+        .expect("keys")
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(b_keys, vec![b.key.id]);
+}
+
+/// Deleting a tenant removes its users, keys, route and devices, and
+/// nothing of other tenants.
+pub async fn delete_tenant_cascades(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let gone = tenant_seed(cell, "Gone", "gone@example.com");
+    let kept = tenant_seed(cell, "Kept", "kept@example.com");
+    create(store, &gone).await;
+    create(store, &kept).await;
+    let extra_key = new_api_key(gone.tenant.id, "extra");
+    store
+        .create_api_key(extra_key.clone())
+        .await
+        .expect("extra key");
+    let gone_device = device("868683020000001");
+    let kept_device = device("868683020000002");
+    for (device_id, tenant) in [
+        (&gone_device, gone.tenant.id),
+        (&kept_device, kept.tenant.id),
+    ] {
+        assert!(store
+            .claim_device(device_id, tenant, VehicleId::new())
+            .await
+            .expect("claim"));
+    }
+
+    store
+        .delete_tenant(gone.tenant.id)
+        .await
+        .expect("delete tenant");
+
+    assert_not_found(store.tenant(gone.tenant.id).await, "deleted tenant");
+    assert_not_found(
+        store.user_by_email(&gone.owner.email).await,
+        "deleted tenant's owner by email",
+    );
+    assert_not_found(store.user(gone.owner.id).await, "deleted tenant's owner");
+    assert_not_found(store.route(gone.tenant.id).await, "deleted tenant's route");
+    assert_not_found(
+        store.authenticate_api_key(&gone.key.hash).await,
+        "deleted tenant's key",
+    );
+    assert_not_found(
+        store.authenticate_api_key(&extra_key.hash).await,
+        "deleted tenant's extra key",
+    );
+    assert!(store
+        .api_keys(gone.tenant.id)
+        .await
+        .expect("keys")
+        .is_empty());
+    assert_not_found(store.device(&gone_device).await, "deleted tenant's device");
+    assert_not_found(store.delete_tenant(gone.tenant.id).await, "deleting twice");
+    assert_eq!(store.cell(cell).await.expect("cell").tenants, 1);
+
+    // The other tenant is untouched.
+    let tenants = store.tenants().await.expect("tenants");
+    assert_eq!(
+        tenants.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![kept.tenant.id]
+    );
+    store
+        .user_by_email(&kept.owner.email)
+        .await
+        .expect("kept owner");
+    store.route(kept.tenant.id).await.expect("kept route");
+    store
+        .authenticate_api_key(&kept.key.hash)
+        .await
+        .expect("kept key");
+    assert_eq!(
+        store
+            .device(&kept_device)
+            .await
+            .expect("kept device")
+            .tenant_id,
+        kept.tenant.id
+    );
+
+    // What was released can be taken again: the email and the device.
+    let again = tenant_seed(cell, "Gone Again", "gone@example.com");
+    create(store, &again).await;
+    assert!(store
+        .claim_device(&gone_device, kept.tenant.id, VehicleId::new())
+        .await
+        .expect("released device can be claimed by another tenant"));
+}
+
+/// The global device registry: one tenant per device. `claim_device` says
+/// whether this call registered the device (`true`) or the tenant already
+/// held it (`false`, registration left as it was).
+pub async fn device_registry_claims_and_releases(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let a = tenant_seed(cell, "A", "a@example.com");
+    let b = tenant_seed(cell, "B", "b@example.com");
+    create(store, &a).await;
+    create(store, &b).await;
+    let imei = device("356938035643809");
+    let (v1, v2, v3) = (VehicleId::new(), VehicleId::new(), VehicleId::new());
+    let held_by = |tenant_id: TenantId, vehicle_id: VehicleId| DeviceRegistration {
+        device_id: imei.clone(),
+        tenant_id,
+        vehicle_id,
+    };
+
+    assert_not_found(store.device(&imei).await, "unclaimed device");
+    assert!(
+        store
+            .claim_device(&imei, a.tenant.id, v1)
+            .await
+            .expect("A claims"),
+        "the first claim registers the device"
+    );
+    assert_eq!(
+        store.device(&imei).await.expect("device"),
+        held_by(a.tenant.id, v1)
+    );
+
+    // Same tenant again, for another vehicle or the same one: succeeds, says
+    // it registered nothing, and leaves the registration as it was.
+    assert!(
+        !store
+            .claim_device(&imei, a.tenant.id, v2)
+            .await
+            .expect("A claims again for another vehicle"),
+        "a repeated claim by the holder reports false"
+    );
+    assert_eq!(
+        store.device(&imei).await.expect("device"),
+        held_by(a.tenant.id, v1),
+        "a repeated claim leaves the registration as it was"
+    );
+    assert!(!store
+        .claim_device(&imei, a.tenant.id, v1)
+        .await
+        .expect("A claims again, same vehicle"));
+
+    // Another tenant is refused and changes nothing.
+    let conflict = expect_conflict(
+        store.claim_device(&imei, b.tenant.id, v3).await,
+        "B claims A's device",
+    );
+    assert_eq!(conflict, Conflict::DeviceTaken(imei.to_string()));
+    assert_eq!(
+        store.device(&imei).await.expect("device"),
+        held_by(a.tenant.id, v1)
+    );
+
+    // Release by a non-owner: a no-op.
+    store
+        .release_device(&imei, b.tenant.id)
+        .await
+        .expect("B releasing A's device is not an error");
+    assert_eq!(
+        store.device(&imei).await.expect("device"),
+        held_by(a.tenant.id, v1)
+    );
+
+    // Release by the owner; then B may claim it.
+    store
+        .release_device(&imei, a.tenant.id)
+        .await
+        .expect("A releases");
+    assert_not_found(store.device(&imei).await, "released device");
+    store
+        .release_device(&imei, a.tenant.id)
+        .await
+        .expect("releasing a free device is a no-op");
+    assert!(store
+        .claim_device(&imei, b.tenant.id, v3)
+        .await
+        .expect("B claims the released device"));
+    assert_eq!(
+        store.device(&imei).await.expect("device"),
+        held_by(b.tenant.id, v3)
+    );
+    let conflict = expect_conflict(
+        store.claim_device(&imei, a.tenant.id, v2).await,
+        "A claims B's device",
+    );
+    assert_eq!(conflict, Conflict::DeviceTaken(imei.to_string()));
+
+    // Devices are independent of each other.
+    let phone = device("phone-ab:12.x_Y");
+    assert!(store
+        .claim_device(&phone, a.tenant.id, v2)
+        .await
+        .expect("A claims another device"));
+    assert_eq!(
+        store.device(&phone).await.expect("phone").tenant_id,
+        a.tenant.id
+    );
+    assert_eq!(
+        store.device(&imei).await.expect("imei"),
+        held_by(b.tenant.id, v3)
+    );
+}
+
+/// Every lookup or change of something that does not exist is NotFound.
+pub async fn unknown_ids_are_not_found(store: &dyn ControlStore) {
+    let tenant = TenantId::new();
+    let cell = CellId::new();
+    assert_not_found(store.tenant(tenant).await, "tenant");
+    assert_not_found(store.route(tenant).await, "route");
+    assert_not_found(
+        store.set_tenant_status(tenant, TenantStatus::Active).await,
+        "set_tenant_status",
+    );
+    assert_not_found(store.delete_tenant(tenant).await, "delete_tenant");
+    assert_not_found(store.user(UserId::new()).await, "user");
+    assert_not_found(
+        store.user_by_email(&email("ghost@example.com")).await,
+        "user_by_email",
+    );
+    assert_not_found(store.cell(cell).await, "cell");
+    assert_not_found(store.cell_by_name("no-such-cell").await, "cell_by_name");
+    assert_not_found(
+        store.set_cell_url(cell, "http://nowhere").await,
+        "set_cell_url",
+    );
+    assert_not_found(
+        store.authenticate_api_key(&random_hash()).await,
+        "authenticate_api_key",
+    );
+    assert_not_found(
+        store.revoke_api_key(tenant, ApiKeyId::new()).await,
+        "revoke_api_key",
+    );
+    assert_not_found(store.device(&device("unknown-device")).await, "device");
+    assert!(store.api_keys(tenant).await.expect("api keys").is_empty());
+    store
+        .release_device(&device("unknown-device"), tenant)
+        .await
+        .expect("releasing an unknown device is a no-op");
+    assert!(store.tenants().await.expect("tenants").is_empty());
+    assert!(store.cells().await.expect("cells").is_empty());
+}
+
+/// Three signups with one email at once: exactly one tenant is created.
+/// (The futures run concurrently on one task; with a pooled backend their
+/// queries are in flight at the same time.)
+pub async fn concurrent_signups_with_one_email_admit_one(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let seeds = [
+        tenant_seed(cell, "One", "race@example.com"),
+        tenant_seed(cell, "Two", "race@example.com"),
+        tenant_seed(cell, "Three", "race@example.com"),
+    ];
+    let signup = |seed: &TenantSeed| {
+        store.create_tenant(seed.tenant.clone(), seed.owner.clone(), seed.key.clone())
+    };
+    let (r0, r1, r2) = tokio::join!(signup(&seeds[0]), signup(&seeds[1]), signup(&seeds[2]));
+
+    let mut winners = Vec::new();
+    for (seed, result) in seeds.iter().zip([r0, r1, r2]) {
+        match result {
+            Ok((tenant, _, _)) => winners.push(tenant.id),
+            Err(StorageError::Conflict(Conflict::EmailTaken)) => {
+                assert_not_found(store.tenant(seed.tenant.id).await, "losing tenant");
+                assert_not_found(
+                    store.authenticate_api_key(&seed.key.hash).await,
+                    "losing tenant's key",
+                );
+            }
+            Err(err) => panic!("unexpected error from a concurrent signup: {err:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one signup wins");
+    let tenants = store.tenants().await.expect("tenants");
+    assert_eq!(tenants.iter().map(|t| t.id).collect::<Vec<_>>(), winners);
+    assert_eq!(
+        store
+            .user_by_email(&email("race@example.com"))
+            .await
+            .expect("the winner's owner")
+            .user
+            .tenant_id,
+        winners[0]
+    );
+    assert_eq!(store.cell(cell).await.expect("cell").tenants, 1);
+}
+
+/// Concurrent claims of one device: exactly one call registers it
+/// (`Ok(true)`); the holder's other calls get `Ok(false)`, other tenants
+/// `DeviceTaken`.
+pub async fn concurrent_claims_of_one_device_admit_one(store: &dyn ControlStore) {
+    let cell = a_cell(store, "fly-iad-1").await;
+    let a = tenant_seed(cell, "A", "a@example.com");
+    let b = tenant_seed(cell, "B", "b@example.com");
+    let c = tenant_seed(cell, "C", "c@example.com");
+    for seed in [&a, &b, &c] {
+        create(store, seed).await;
+    }
+    let imei = device("868683020000009");
+    let claim = |tenant: TenantId| store.claim_device(&imei, tenant, VehicleId::new());
+    let (a1, a2, b1, c1) = tokio::join!(
+        claim(a.tenant.id),
+        claim(a.tenant.id),
+        claim(b.tenant.id),
+        claim(c.tenant.id)
+    );
+
+    let holder = store.device(&imei).await.expect("registered").tenant_id;
+    let mut registered = 0;
+    for (tenant, result) in [
+        (a.tenant.id, a1),
+        (a.tenant.id, a2),
+        (b.tenant.id, b1),
+        (c.tenant.id, c1),
+    ] {
+        match result {
+            Ok(true) => {
+                assert_eq!(tenant, holder, "the registering call's tenant holds it");
+                registered += 1;
+            }
+            Ok(false) => assert_eq!(tenant, holder, "only the holder is told `false`"),
+            Err(StorageError::Conflict(Conflict::DeviceTaken(id))) => {
+                assert_ne!(tenant, holder, "the holder is never refused");
+                assert_eq!(id, imei.to_string());
+            }
+            Err(err) => panic!("unexpected error from a concurrent claim: {err:?}"),
+        }
+    }
+    assert_eq!(registered, 1, "exactly one call registered the device");
+}

@@ -1,0 +1,115 @@
+//! The storage conformance suite: the same stories, run against every
+//! backend. Each story is an `async fn` taking a store behind the trait
+//! (`&dyn ControlStore` or `&dyn CellStore`), so it states what the trait
+//! promises and nothing about SQL. [`conformance_tests!`] turns the list of
+//! stories into one `#[tokio::test]` per story for a backend;
+//! `tests/sqlite.rs` and `tests/postgres.rs` are one macro call each.
+//!
+//! [`backends`] opens fresh, empty databases: a temporary directory per test
+//! for SQLite, a new database per test on the server named by
+//! `WEBHOST_TEST_DATABASE_URL` for PostgreSQL. Its helpers are public so that
+//! integration tests elsewhere in the workspace can reuse them.
+
+pub mod backends;
+pub mod cell;
+pub mod control;
+mod fixtures;
+
+/// Expands to one `#[tokio::test]` per conformance story, run against the
+/// backend named by the argument: a module of [`backends`] (`sqlite` or
+/// `postgres`) that provides `control()` and `cell()`.
+///
+/// ```text
+/// // tests/sqlite.rs
+/// webhost_storage_tests::conformance_tests!(sqlite);
+/// ```
+///
+/// The calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as
+/// a dependency, as for any `#[tokio::test]`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:ident) => {
+        $crate::__conformance_tests_for! {
+            backend: $backend,
+            control: [
+                catalog_is_seeded_on_open,
+                save_catalog_makes_the_newest_version_current,
+                cells_round_trip_and_count_their_tenants,
+                duplicate_cell_name_is_a_conflict,
+                create_tenant_stores_tenant_owner_key_and_route,
+                duplicate_email_stores_nothing_of_the_second_tenant,
+                set_tenant_status_changes_tenant_and_route,
+                user_by_email_returns_the_password_hash,
+                api_key_lifecycle,
+                api_key_of_another_tenant_cannot_be_revoked,
+                delete_tenant_cascades,
+                device_registry_claims_and_releases,
+                unknown_ids_are_not_found,
+                concurrent_signups_with_one_email_admit_one,
+                concurrent_claims_of_one_device_admit_one,
+            ],
+            cell: [
+                put_tenant_creates_then_updates_limits,
+                vehicle_round_trips_with_all_fields,
+                vehicle_limit_is_enforced,
+                duplicate_device_id_is_a_conflict_and_stores_nothing,
+                tenants_are_isolated,
+                vehicles_paginate_in_creation_order,
+                update_vehicle_patch_semantics,
+                update_to_a_taken_device_id_is_a_conflict,
+                delete_vehicle_returns_it_then_not_found,
+                delete_tenant_removes_its_vehicles,
+                stats_count_tenants_and_vehicles,
+                unknown_ids_are_not_found,
+            ],
+            shared_cell: [
+                concurrent_creates_never_exceed_the_limit,
+                concurrent_creates_with_one_device_id_admit_one,
+            ],
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests_for {
+    (
+        backend: $backend:ident,
+        control: [$($control:ident),* $(,)?],
+        cell: [$($cell:ident),* $(,)?],
+        shared_cell: [$($shared:ident),* $(,)?] $(,)?
+    ) => {
+        mod control {
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $control() {
+                    let Some(fixture) = $crate::backends::$backend::control().await else {
+                        return;
+                    };
+                    $crate::control::$control(fixture.store()).await;
+                }
+            )*
+        }
+
+        mod cell {
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $cell() {
+                    let Some(fixture) = $crate::backends::$backend::cell().await else {
+                        return;
+                    };
+                    $crate::cell::$cell(fixture.store()).await;
+                }
+            )*
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $shared() {
+                    let Some(fixture) = $crate::backends::$backend::cell().await else {
+                        return;
+                    };
+                    $crate::cell::$shared(fixture.shared()).await;
+                }
+            )*
+        }
+    };
+}

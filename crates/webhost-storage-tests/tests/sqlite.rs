@@ -1,0 +1,3 @@
+//! The storage conformance suite on SQLite: always runs.
+
+webhost_storage_tests::conformance_tests!(sqlite);

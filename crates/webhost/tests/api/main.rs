@@ -1,0 +1,11 @@
+//! End-to-end tests: the real application (control plane, local cells, edge)
+//! booted on port 0 with fresh databases, driven over HTTP. Every story runs
+//! on SQLite, and on PostgreSQL when `WEBHOST_TEST_DATABASE_URL` is set.
+
+mod helpers;
+
+mod bad_input;
+mod identity;
+mod isolation;
+mod operations;
+mod vehicles;
