@@ -61,6 +61,7 @@ pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellCo
         .merge(vehicles::routes())
         .merge(internal::routes())
         .fallback(webhost_http::fallback)
+        .method_not_allowed_fallback(webhost_http::method_not_allowed)
         .with_state(state);
     webhost_http::common_layers(router)
 }

@@ -77,6 +77,7 @@ pub fn router(parts: ControlParts) -> Router {
             put(devices::claim).delete(devices::release),
         )
         .fallback(webhost_http::fallback)
+        .method_not_allowed_fallback(webhost_http::method_not_allowed)
         .with_state(state);
     webhost_http::common_layers(router)
 }

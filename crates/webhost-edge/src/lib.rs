@@ -49,6 +49,7 @@ pub fn router(parts: EdgeParts) -> Router {
     let router = Router::new()
         .route("/api/health", get(health))
         .fallback(forward::forward)
+        .method_not_allowed_fallback(webhost_http::method_not_allowed)
         .with_state(state);
     webhost_http::common_layers(router)
 }

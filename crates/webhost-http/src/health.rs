@@ -48,3 +48,34 @@ impl IntoResponse for HealthReport {
         (status, axum::Json(self)).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_down_service_makes_the_report_unhealthy_503() {
+        let ok = HealthReport::new(
+            BTreeMap::from([
+                ("database", ServiceHealth::Healthy),
+                ("redis", ServiceHealth::Disabled),
+            ]),
+            "fsn1".into(),
+        );
+        assert_eq!(ok.status, "healthy");
+        assert_eq!(ok.into_response().status(), StatusCode::OK);
+
+        let down = HealthReport::new(
+            BTreeMap::from([
+                ("database", ServiceHealth::Healthy),
+                ("redis", ServiceHealth::Unhealthy),
+            ]),
+            "fsn1".into(),
+        );
+        assert_eq!(down.status, "unhealthy");
+        assert_eq!(
+            down.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

@@ -64,3 +64,13 @@ pub async fn fallback() -> Response {
     )
     .into_response()
 }
+
+/// JSON 405 for a known path with the wrong method.
+pub async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+    .into_response()
+}

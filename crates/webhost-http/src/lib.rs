@@ -13,4 +13,4 @@ pub mod serve;
 
 pub use error::ApiError;
 pub use json::{double_option, ApiJson, ApiQuery};
-pub use layers::{common_layers, fallback, MAX_BODY_BYTES};
+pub use layers::{common_layers, fallback, method_not_allowed, MAX_BODY_BYTES};

@@ -141,6 +141,20 @@ async fn malformed_and_mistyped_bodies_are_refused(app: TestApp) {
     assert_eq!(bad_type.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_type.error_code(), "invalid_query");
 
+    let wrong_method = app
+        .request(
+            Method::PUT,
+            "/api/v1/vehicles",
+            Some(&account.token),
+            Some(json!({ "name": "x" })),
+        )
+        .await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.error_code(), "method_not_allowed");
+    let health_post = app.request(Method::POST, "/api/health", None, None).await;
+    assert_eq!(health_post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(health_post.error_code(), "method_not_allowed");
+
     assert_eq!(app.vehicle_count(&account).await, 0, "nothing was written");
 }
 
