@@ -83,7 +83,9 @@ async fn delete_tenant(
     State(state): State<CellState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_tenant(tenant_id(&id)?).await?;
+    let id = tenant_id(&id)?;
+    state.store.delete_tenant(id).await?;
+    state.ingest.latest().forget_tenant(id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,7 +3,9 @@
 //! only through the edge) and an internal API for the control plane, and
 //! accepts nothing without a valid internal credential.
 
+mod ingest;
 mod internal;
+mod positions;
 pub use internal::{TenantLimits, TenantUsage};
 mod vehicles;
 
@@ -30,6 +32,7 @@ pub struct CellConfig {
 #[derive(Clone)]
 pub struct CellState {
     store: Arc<dyn CellStore>,
+    ingest: ingest::Ingest,
     auth: InternalAuth,
     control: InternalClient,
     config: Arc<CellConfig>,
@@ -48,6 +51,7 @@ pub fn audience(cell: CellId) -> String {
 
 pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellConfig) -> Router {
     let state = CellState {
+        ingest: ingest::Ingest::start(store.clone()),
         store,
         auth: InternalAuth {
             keys: keys.clone(),
@@ -59,6 +63,7 @@ pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellCo
     let router = Router::new()
         .route("/api/health", get(health))
         .merge(vehicles::routes())
+        .merge(positions::routes())
         .merge(internal::routes())
         .fallback(webhost_http::fallback)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)

@@ -280,6 +280,11 @@ async fn remove(
         .store
         .delete_vehicle(caller.tenant, vehicle_id(&id)?)
         .await?;
+    state
+        .ingest
+        .latest()
+        .forget_vehicle(caller.tenant, deleted.id)
+        .await;
     if let Some(device) = &deleted.device_id {
         state.release(caller.tenant, device).await;
     }

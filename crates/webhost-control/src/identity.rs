@@ -79,14 +79,15 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .expect("hashing works")
 });
 
-/// Login attempts per email: a burst of 5, then one every 12 seconds.
+/// Login attempts per email: a burst of 5, then one every 3 minutes.
 pub(crate) struct LoginLimiter {
     limiter: DefaultKeyedRateLimiter<String>,
 }
 
 impl LoginLimiter {
     pub(crate) fn new() -> Self {
-        let quota = Quota::per_minute(NonZeroU32::new(5).expect("non-zero"));
+        let quota = Quota::per_hour(NonZeroU32::new(20).expect("non-zero"))
+            .allow_burst(NonZeroU32::new(5).expect("non-zero"));
         Self {
             limiter: RateLimiter::keyed(quota),
         }

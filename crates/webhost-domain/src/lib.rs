@@ -4,6 +4,7 @@
 
 mod catalog;
 mod ids;
+mod position;
 mod values;
 
 pub use catalog::{
@@ -11,6 +12,7 @@ pub use catalog::{
     RegionSettings,
 };
 pub use ids::{ApiKeyId, CellId, TenantId, UserId, VehicleId};
+pub use position::{Fix, Position, RawFix, MAX_FUTURE};
 pub use values::{
     Attributes, CompanyName, CountryCode, DeviceId, Email, Password, PlanName, PoolName,
     RegionCode, ShortText, ValidationError, VehicleName,

@@ -171,18 +171,7 @@ async fn try_forward(
         }
     };
 
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the body is larger than {} MiB; split it into smaller requests",
-                    MAX_BODY_BYTES / (1024 * 1024)
-                ),
-            )
-        })?;
+    let body = read_body(body).await?;
 
     let credential = state
         .client
@@ -240,6 +229,54 @@ async fn try_forward(
         parts.headers.remove(name);
     }
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// How much of an oversized body is read and thrown away so the client,
+/// still sending, gets to read the 413 instead of a reset connection.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Buffers the body up to the limit. Past it, drains what follows (bounded
+/// in bytes and time) and answers 413: an early answer with the request
+/// half-read would make most clients report a broken connection instead.
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the body is larger than {} MiB; split it into smaller requests",
+                MAX_BODY_BYTES / (1024 * 1024)
+            ),
+        )
+    };
+    let unreadable =
+        || ApiError::bad_request("unreadable_body", "the request body could not be read");
+    let mut body = body;
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else {
+            continue;
+        };
+        if buffer.len() + data.len() > MAX_BODY_BYTES {
+            let mut drained = buffer.len() + data.len();
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while drained < DRAIN_BYTES {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            drained += frame.data_ref().map_or(0, |d| d.len());
+                        }
+                        _ => break,
+                    }
+                }
+            })
+            .await;
+            return Err(too_large());
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer.freeze())
 }
 
 #[cfg(test)]

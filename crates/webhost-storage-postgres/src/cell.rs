@@ -1,11 +1,13 @@
 use async_trait::async_trait;
+use chrono::DateTime;
 use chrono::Utc;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
+use webhost_domain::Position;
 use webhost_domain::{Attributes, DeviceId, PlanName, ShortText, TenantId, VehicleId, VehicleName};
 use webhost_storage::{
-    CellStats, CellStore, CellTenant, Conflict, NewVehicle, Page, PageRequest, StorageError,
-    StorageResult, Vehicle, VehiclePatch,
+    CellStats, CellStore, CellTenant, Conflict, HistoryQuery, NewPosition, NewVehicle, Page,
+    PageRequest, PositionBucket, StorageError, StorageResult, Vehicle, VehiclePatch, VehicleRef,
 };
 
 use crate::{corrupt, map_err, open_pool, unexpected};
@@ -15,14 +17,24 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/cell");
 /// A cell's store on PostgreSQL.
 #[derive(Clone)]
 pub struct PgCellStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
+    /// Days whose partition is known to exist.
+    pub(crate) partitions:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashSet<chrono::NaiveDate>>>,
 }
 
 impl PgCellStore {
     pub async fn open(url: &str, pool_size: u32) -> anyhow::Result<Self> {
-        Ok(Self {
+        let store = Self {
             pool: open_pool(url, pool_size, &MIGRATOR).await?,
-        })
+            partitions: Default::default(),
+        };
+        // Today and the week ahead, so the first writes do not wait on DDL.
+        let today = Utc::now().date_naive();
+        store
+            .ensure_partitions((0..8).map(|d| today + chrono::TimeDelta::days(d)))
+            .await?;
+        Ok(store)
     }
 }
 
@@ -114,14 +126,23 @@ impl CellStore for PgCellStore {
     }
 
     async fn delete_tenant(&self, id: TenantId) -> StorageResult<()> {
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        for table in ["positions", "latest_positions"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                .bind(id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(unexpected)?;
+        }
         let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(id.as_uuid())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(unexpected)?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound("tenant"));
         }
+        tx.commit().await.map_err(unexpected)?;
         Ok(())
     }
 
@@ -277,15 +298,27 @@ impl CellStore for PgCellStore {
     }
 
     async fn delete_vehicle(&self, tenant: TenantId, id: VehicleId) -> StorageResult<Vehicle> {
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
         let row = sqlx::query(&format!(
             "DELETE FROM vehicles WHERE tenant_id = $1 AND id = $2 RETURNING {VEHICLE_COLUMNS}"
         ))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(unexpected)?
         .ok_or(StorageError::NotFound("vehicle"))?;
+        for table in ["positions", "latest_positions"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND vehicle_id = $2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(unexpected)?;
+        }
+        tx.commit().await.map_err(unexpected)?;
         vehicle_from_row(&row)
     }
 
@@ -301,5 +334,54 @@ impl CellStore for PgCellStore {
             tenants: row.try_get::<i64, _>("tenants").map_err(unexpected)? as u64,
             vehicles: row.try_get::<i64, _>("vehicles").map_err(unexpected)? as u64,
         })
+    }
+
+    async fn vehicle_refs(&self, tenant: TenantId) -> StorageResult<Vec<VehicleRef>> {
+        let rows =
+            sqlx::query("SELECT id, device_id FROM vehicles WHERE tenant_id = $1 ORDER BY id")
+                .bind(tenant.as_uuid())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unexpected)?;
+        rows.iter()
+            .map(|row| {
+                Ok(VehicleRef {
+                    id: VehicleId::from_uuid(row.try_get("id").map_err(unexpected)?),
+                    device_id: row
+                        .try_get::<Option<String>, _>("device_id")
+                        .map_err(unexpected)?
+                        .map(DeviceId::from_trusted),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_positions(&self, positions: &[NewPosition]) -> StorageResult<Vec<bool>> {
+        self.insert_positions_impl(positions).await
+    }
+
+    async fn latest_positions(&self, tenant: TenantId) -> StorageResult<Vec<Position>> {
+        self.latest_positions_impl(tenant).await
+    }
+
+    async fn positions(
+        &self,
+        tenant: TenantId,
+        vehicle: VehicleId,
+        query: HistoryQuery,
+    ) -> StorageResult<Page<Position, DateTime<Utc>>> {
+        self.positions_impl(tenant, vehicle, query).await
+    }
+
+    async fn position_buckets(
+        &self,
+        tenant: TenantId,
+        vehicle: VehicleId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_secs: u32,
+    ) -> StorageResult<Vec<PositionBucket>> {
+        self.position_buckets_impl(tenant, vehicle, from, to, bucket_secs)
+            .await
     }
 }

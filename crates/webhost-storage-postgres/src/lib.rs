@@ -2,6 +2,7 @@
 
 mod cell;
 mod control;
+mod positions;
 
 use std::time::Duration;
 

@@ -1,11 +1,12 @@
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
+use webhost_domain::Position;
 use webhost_domain::{Attributes, DeviceId, PlanName, ShortText, TenantId, VehicleId, VehicleName};
 use webhost_storage::{
-    CellStats, CellStore, CellTenant, Conflict, NewVehicle, Page, PageRequest, StorageError,
-    StorageResult, Vehicle, VehiclePatch,
+    CellStats, CellStore, CellTenant, Conflict, HistoryQuery, NewPosition, NewVehicle, Page,
+    PageRequest, PositionBucket, StorageError, StorageResult, Vehicle, VehiclePatch, VehicleRef,
 };
 
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
@@ -15,7 +16,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/cell");
 /// A cell's store on SQLite.
 #[derive(Clone)]
 pub struct SqliteCellStore {
-    pools: Pools,
+    pub(crate) pools: Pools,
 }
 
 impl SqliteCellStore {
@@ -115,14 +116,23 @@ impl CellStore for SqliteCellStore {
     }
 
     async fn delete_tenant(&self, id: TenantId) -> StorageResult<()> {
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        for table in ["positions", "latest_positions"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(unexpected)?;
+        }
         let done = sqlx::query("DELETE FROM tenants WHERE id = ?")
             .bind(id.to_string())
-            .execute(&self.pools.writer)
+            .execute(&mut *tx)
             .await
             .map_err(unexpected)?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound("tenant"));
         }
+        tx.commit().await.map_err(unexpected)?;
         Ok(())
     }
 
@@ -275,15 +285,27 @@ impl CellStore for SqliteCellStore {
     }
 
     async fn delete_vehicle(&self, tenant: TenantId, id: VehicleId) -> StorageResult<Vehicle> {
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
         let row = sqlx::query(&format!(
             "DELETE FROM vehicles WHERE tenant_id = ? AND id = ? RETURNING {VEHICLE_COLUMNS}"
         ))
         .bind(tenant.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.pools.writer)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(unexpected)?
         .ok_or(StorageError::NotFound("vehicle"))?;
+        for table in ["positions", "latest_positions"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE tenant_id = ? AND vehicle_id = ?"
+            ))
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(unexpected)?;
+        }
+        tx.commit().await.map_err(unexpected)?;
         vehicle_from_row(&row)
     }
 
@@ -298,5 +320,56 @@ impl CellStore for SqliteCellStore {
             tenants: row.try_get::<i64, _>("tenants").map_err(unexpected)? as u64,
             vehicles: row.try_get::<i64, _>("vehicles").map_err(unexpected)? as u64,
         })
+    }
+
+    async fn vehicle_refs(&self, tenant: TenantId) -> StorageResult<Vec<VehicleRef>> {
+        let rows =
+            sqlx::query("SELECT id, device_id FROM vehicles WHERE tenant_id = ? ORDER BY id")
+                .bind(tenant.to_string())
+                .fetch_all(&self.pools.reader)
+                .await
+                .map_err(unexpected)?;
+        rows.iter()
+            .map(|row| {
+                Ok(VehicleRef {
+                    id: VehicleId::from_uuid(parse_uuid(
+                        &row.try_get::<String, _>("id").map_err(unexpected)?,
+                    )?),
+                    device_id: row
+                        .try_get::<Option<String>, _>("device_id")
+                        .map_err(unexpected)?
+                        .map(DeviceId::from_trusted),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_positions(&self, positions: &[NewPosition]) -> StorageResult<Vec<bool>> {
+        self.insert_positions_impl(positions).await
+    }
+
+    async fn latest_positions(&self, tenant: TenantId) -> StorageResult<Vec<Position>> {
+        self.latest_positions_impl(tenant).await
+    }
+
+    async fn positions(
+        &self,
+        tenant: TenantId,
+        vehicle: VehicleId,
+        query: HistoryQuery,
+    ) -> StorageResult<Page<Position, DateTime<Utc>>> {
+        self.positions_impl(tenant, vehicle, query).await
+    }
+
+    async fn position_buckets(
+        &self,
+        tenant: TenantId,
+        vehicle: VehicleId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_secs: u32,
+    ) -> StorageResult<Vec<PositionBucket>> {
+        self.position_buckets_impl(tenant, vehicle, from, to, bucket_secs)
+            .await
     }
 }

@@ -5,6 +5,7 @@
 
 mod cell;
 mod control;
+mod positions;
 
 use std::path::Path;
 use std::str::FromStr;

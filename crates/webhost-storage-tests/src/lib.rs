@@ -14,6 +14,7 @@ pub mod backends;
 pub mod cell;
 pub mod control;
 mod fixtures;
+pub mod positions;
 
 /// Expands to one `#[tokio::test]` per conformance story, run against the
 /// backend named by the argument: a module of [`backends`] (`sqlite` or
@@ -62,6 +63,15 @@ macro_rules! conformance_tests {
                 stats_count_tenants_and_vehicles,
                 unknown_ids_are_not_found,
             ],
+            positions: [
+                positions_are_stored_once_and_read_back_in_order,
+                latest_position_is_the_newest_valid_one,
+                history_paginates_and_honours_the_range,
+                positions_are_tenant_scoped,
+                buckets_average_each_interval,
+                deleting_removes_history,
+                large_batches_over_many_days_are_stored,
+            ],
             shared_cell: [
                 concurrent_creates_never_exceed_the_limit,
                 concurrent_creates_with_one_device_id_admit_one,
@@ -77,6 +87,7 @@ macro_rules! __conformance_tests_for {
         backend: $backend:ident,
         control: [$($control:ident),* $(,)?],
         cell: [$($cell:ident),* $(,)?],
+        positions: [$($positions:ident),* $(,)?],
         shared_cell: [$($shared:ident),* $(,)?] $(,)?
     ) => {
         mod control {
@@ -87,6 +98,18 @@ macro_rules! __conformance_tests_for {
                         return;
                     };
                     $crate::control::$control(fixture.store()).await;
+                }
+            )*
+        }
+
+        mod positions {
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $positions() {
+                    let Some(fixture) = $crate::backends::$backend::cell().await else {
+                        return;
+                    };
+                    $crate::positions::$positions(fixture.store()).await;
                 }
             )*
         }

@@ -9,7 +9,8 @@ mod control;
 mod error;
 
 pub use cell::{
-    CellStats, CellStore, CellTenant, NewVehicle, Page, PageRequest, Vehicle, VehiclePatch,
+    mark_stored, newest_valid_per_vehicle, CellStats, CellStore, CellTenant, HistoryQuery,
+    NewPosition, NewVehicle, Page, PageRequest, PositionBucket, Vehicle, VehiclePatch, VehicleRef,
 };
 pub use control::{
     ApiKey, ApiKeyPrincipal, Cell, CellStatus, ControlStore, DeviceRegistration, NewApiKey,

@@ -8,4 +8,5 @@ mod bad_input;
 mod identity;
 mod isolation;
 mod operations;
+mod positions;
 mod vehicles;

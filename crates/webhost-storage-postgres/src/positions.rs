@@ -1,0 +1,282 @@
+//! Position history on PostgreSQL: daily partitions, bulk insert through
+//! UNNEST (one statement per batch, duplicates skipped by the primary key).
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use webhost_domain::{Attributes, Fix, Position, TenantId, VehicleId};
+use webhost_storage::{
+    mark_stored, newest_valid_per_vehicle, HistoryQuery, NewPosition, Page, PositionBucket,
+    StorageError, StorageResult,
+};
+
+use crate::{corrupt, unexpected};
+
+pub(crate) const COLUMNS: &str =
+    "vehicle_id, time, lat, lon, speed, heading, altitude, accuracy, valid, attributes";
+
+const UNNEST: &str = "SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[], \
+     $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], \
+     $10::bool[], $11::jsonb[])";
+
+pub(crate) fn position_from_row(row: &PgRow) -> StorageResult<Position> {
+    let attributes: Option<serde_json::Value> = row.try_get("attributes").map_err(unexpected)?;
+    let attributes = match attributes {
+        Some(serde_json::Value::Object(map)) => Attributes::from_trusted(map),
+        None => Attributes::default(),
+        Some(other) => return Err(corrupt("attributes", &other.to_string())),
+    };
+    Ok(Position {
+        vehicle_id: VehicleId::from_uuid(row.try_get("vehicle_id").map_err(unexpected)?),
+        fix: Fix {
+            time: row.try_get("time").map_err(unexpected)?,
+            lat: row.try_get("lat").map_err(unexpected)?,
+            lon: row.try_get("lon").map_err(unexpected)?,
+            speed: row.try_get("speed").map_err(unexpected)?,
+            heading: row.try_get("heading").map_err(unexpected)?,
+            altitude: row.try_get("altitude").map_err(unexpected)?,
+            accuracy: row.try_get("accuracy").map_err(unexpected)?,
+            valid: row.try_get("valid").map_err(unexpected)?,
+            attributes,
+        },
+    })
+}
+
+/// Column arrays for UNNEST.
+#[derive(Default)]
+struct Columns {
+    vehicle: Vec<uuid::Uuid>,
+    time: Vec<DateTime<Utc>>,
+    tenant: Vec<uuid::Uuid>,
+    lat: Vec<f64>,
+    lon: Vec<f64>,
+    speed: Vec<Option<f64>>,
+    heading: Vec<Option<f64>>,
+    altitude: Vec<Option<f64>>,
+    accuracy: Vec<Option<f64>>,
+    valid: Vec<bool>,
+    attributes: Vec<Option<serde_json::Value>>,
+}
+
+impl Columns {
+    fn of<'a>(rows: impl IntoIterator<Item = &'a NewPosition>) -> Self {
+        let mut c = Self::default();
+        for row in rows {
+            let fix = &row.position.fix;
+            c.vehicle.push(row.position.vehicle_id.as_uuid());
+            c.time.push(fix.time);
+            c.tenant.push(row.tenant_id.as_uuid());
+            c.lat.push(fix.lat);
+            c.lon.push(fix.lon);
+            c.speed.push(fix.speed);
+            c.heading.push(fix.heading);
+            c.altitude.push(fix.altitude);
+            c.accuracy.push(fix.accuracy);
+            c.valid.push(fix.valid);
+            c.attributes.push(
+                (!fix.attributes.as_map().is_empty())
+                    .then(|| serde_json::Value::Object(fix.attributes.as_map().clone())),
+            );
+        }
+        c
+    }
+
+    fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.vehicle)
+            .bind(self.time)
+            .bind(self.tenant)
+            .bind(self.lat)
+            .bind(self.lon)
+            .bind(self.speed)
+            .bind(self.heading)
+            .bind(self.altitude)
+            .bind(self.accuracy)
+            .bind(self.valid)
+            .bind(self.attributes)
+    }
+}
+
+fn partition_name(day: NaiveDate) -> String {
+    format!("positions_p{}", day.format("%Y%m%d"))
+}
+
+impl crate::PgCellStore {
+    /// Creates the daily partitions covering `days` that this process has
+    /// not seen yet. Safe to race with other processes.
+    pub async fn ensure_partitions(
+        &self,
+        days: impl IntoIterator<Item = NaiveDate>,
+    ) -> StorageResult<()> {
+        let missing: Vec<NaiveDate> = {
+            let known = self.partitions.lock().expect("partition cache lock");
+            let mut days: Vec<NaiveDate> =
+                days.into_iter().filter(|d| !known.contains(d)).collect();
+            days.sort();
+            days.dedup();
+            days
+        };
+        for day in missing {
+            let next = day + TimeDelta::days(1);
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF positions \
+                 FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+                partition_name(day)
+            );
+            if let Err(err) = sqlx::query(&sql).execute(&self.pool).await {
+                // Another process created it between our check and ours.
+                let raced = err
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|c| c == "42P07" || c == "23505");
+                if !raced {
+                    return Err(unexpected(err));
+                }
+            }
+            self.partitions
+                .lock()
+                .expect("partition cache lock")
+                .insert(day);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn insert_positions_impl(
+        &self,
+        rows: &[NewPosition],
+    ) -> StorageResult<Vec<bool>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ensure_partitions(rows.iter().map(|r| r.position.fix.time.date_naive()))
+            .await?;
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        let sql = format!(
+            "INSERT INTO positions (vehicle_id, time, tenant_id, lat, lon, speed, heading, \
+             altitude, accuracy, valid, attributes) {UNNEST} \
+             ON CONFLICT (vehicle_id, time) DO NOTHING RETURNING vehicle_id, time"
+        );
+        let inserted = Columns::of(rows)
+            .bind(sqlx::query(&sql))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unexpected)?;
+        let mut returned: HashSet<(VehicleId, DateTime<Utc>)> =
+            HashSet::with_capacity(inserted.len());
+        for row in inserted {
+            returned.insert((
+                VehicleId::from_uuid(row.try_get("vehicle_id").map_err(unexpected)?),
+                row.try_get("time").map_err(unexpected)?,
+            ));
+        }
+        let stored = mark_stored(rows, returned);
+        let newest = newest_valid_per_vehicle(rows, &stored);
+        if !newest.is_empty() {
+            let sql = format!(
+                "INSERT INTO latest_positions (vehicle_id, time, tenant_id, lat, lon, speed, \
+                 heading, altitude, accuracy, valid, attributes) {UNNEST} \
+                 ON CONFLICT (vehicle_id) DO UPDATE SET time = excluded.time, \
+                 lat = excluded.lat, lon = excluded.lon, speed = excluded.speed, \
+                 heading = excluded.heading, altitude = excluded.altitude, \
+                 accuracy = excluded.accuracy, valid = excluded.valid, \
+                 attributes = excluded.attributes WHERE excluded.time > latest_positions.time"
+            );
+            Columns::of(newest)
+                .bind(sqlx::query(&sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(unexpected)?;
+        }
+        tx.commit().await.map_err(unexpected)?;
+        Ok(stored)
+    }
+
+    pub(crate) async fn latest_positions_impl(
+        &self,
+        tenant: TenantId,
+    ) -> StorageResult<Vec<Position>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM latest_positions WHERE tenant_id = $1 ORDER BY vehicle_id"
+        ))
+        .bind(tenant.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(position_from_row).collect()
+    }
+
+    pub(crate) async fn positions_impl(
+        &self,
+        tenant: TenantId,
+        vehicle: VehicleId,
+        query: HistoryQuery,
+    ) -> StorageResult<Page<Position, DateTime<Utc>>> {
+        let limit = query.limit.max(1);
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM positions WHERE vehicle_id = $1 AND tenant_id = $2 \
+             AND time >= $3 AND time < $4 AND ($5::timestamptz IS NULL OR time > $5) \
+             ORDER BY time LIMIT $6"
+        ))
+        .bind(vehicle.as_uuid())
+        .bind(tenant.as_uuid())
+        .bind(query.from)
+        .bind(query.to)
+        .bind(query.after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        let mut data = rows
+            .iter()
+            .map(position_from_row)
+            .collect::<StorageResult<Vec<_>>>()?;
+        let next_cursor = if data.len() > limit as usize {
+            data.truncate(limit as usize);
+            data.last().map(|p| p.fix.time)
+        } else {
+            None
+        };
+        Ok(Page { data, next_cursor })
+    }
+
+    pub(crate) async fn position_buckets_impl(
+        &self,
+        tenant: TenantId,
+        vehicle: VehicleId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_secs: u32,
+    ) -> StorageResult<Vec<PositionBucket>> {
+        let rows = sqlx::query(
+            "SELECT to_timestamp(floor(extract(epoch FROM time) / $1) * $1) AS bucket, \
+             AVG(lat) AS lat, AVG(lon) AS lon, AVG(speed) AS speed, MAX(speed) AS max_speed, \
+             COUNT(*) AS count FROM positions WHERE vehicle_id = $2 AND tenant_id = $3 \
+             AND time >= $4 AND time < $5 AND valid GROUP BY bucket ORDER BY bucket",
+        )
+        .bind(f64::from(bucket_secs.max(1)))
+        .bind(vehicle.as_uuid())
+        .bind(tenant.as_uuid())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        rows.iter()
+            .map(|row| {
+                Ok(PositionBucket {
+                    time: row.try_get("bucket").map_err(unexpected)?,
+                    lat: row.try_get("lat").map_err(unexpected)?,
+                    lon: row.try_get("lon").map_err(unexpected)?,
+                    speed: row.try_get("speed").map_err(unexpected)?,
+                    max_speed: row.try_get("max_speed").map_err(unexpected)?,
+                    count: row.try_get::<i64, _>("count").map_err(unexpected)? as u64,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()
+    }
+}

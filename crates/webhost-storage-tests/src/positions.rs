@@ -1,0 +1,373 @@
+//! Stories for position history on [`CellStore`].
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::json;
+use webhost_domain::{Attributes, Fix, Position, TenantId, VehicleId};
+use webhost_storage::{CellStore, HistoryQuery, NewPosition, PositionBucket};
+
+use crate::fixtures::{bare_vehicle, cell_tenant};
+
+/// A fixed, millisecond-precise origin, so both engines agree exactly.
+fn t0() -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(1_732_190_400_123)
+        .single()
+        .expect("valid time")
+}
+
+fn fix(time: DateTime<Utc>, lat: f64, lon: f64) -> Fix {
+    Fix {
+        time,
+        lat,
+        lon,
+        speed: Some(36.5),
+        heading: Some(270.0),
+        altitude: Some(34.0),
+        accuracy: Some(8.0),
+        valid: true,
+        attributes: Attributes::default(),
+    }
+}
+
+fn at(tenant: TenantId, vehicle: VehicleId, fix: Fix) -> NewPosition {
+    NewPosition {
+        tenant_id: tenant,
+        position: Position {
+            vehicle_id: vehicle,
+            fix,
+        },
+    }
+}
+
+async fn tenant_with_vehicle(store: &dyn CellStore) -> (TenantId, VehicleId) {
+    let tenant = cell_tenant(50);
+    let id = tenant.id;
+    store.put_tenant(tenant).await.expect("put tenant");
+    let vehicle = store
+        .create_vehicle(id, bare_vehicle("Van"))
+        .await
+        .expect("vehicle");
+    (id, vehicle.id)
+}
+
+fn all_time() -> HistoryQuery {
+    HistoryQuery {
+        from: t0() - Duration::days(3650),
+        to: t0() + Duration::days(3650),
+        after: None,
+        limit: 10_000,
+    }
+}
+
+async fn history(store: &dyn CellStore, tenant: TenantId, vehicle: VehicleId) -> Vec<Position> {
+    store
+        .positions(tenant, vehicle, all_time())
+        .await
+        .expect("history")
+        .data
+}
+
+/// Duplicates (in the same call and across calls) are stored once; history
+/// comes back oldest first with every field intact.
+pub async fn positions_are_stored_once_and_read_back_in_order(store: &dyn CellStore) {
+    let (tenant, vehicle) = tenant_with_vehicle(store).await;
+    let mut with_attributes = fix(t0() + Duration::seconds(10), 52.521, 13.405);
+    with_attributes.attributes =
+        Attributes::parse(json!({ "batt": 76, "ignition": true })).expect("attrs");
+    with_attributes.speed = None;
+    with_attributes.valid = false;
+    let batch = vec![
+        at(
+            tenant,
+            vehicle,
+            fix(t0() + Duration::seconds(20), 52.522, 13.406),
+        ),
+        at(tenant, vehicle, fix(t0(), 52.520, 13.404)),
+        at(tenant, vehicle, with_attributes.clone()),
+        at(tenant, vehicle, fix(t0(), 1.0, 1.0)),
+    ];
+    let stored = store.insert_positions(&batch).await.expect("insert");
+    assert_eq!(
+        stored,
+        [true, true, true, false],
+        "the repeat in the same call is skipped"
+    );
+    let again = store
+        .insert_positions(&batch[1..2])
+        .await
+        .expect("insert again");
+    assert_eq!(again, [false], "a resent position is stored once");
+
+    let got = history(store, tenant, vehicle).await;
+    let times: Vec<_> = got.iter().map(|p| p.fix.time).collect();
+    assert_eq!(
+        times,
+        [
+            t0(),
+            t0() + Duration::seconds(10),
+            t0() + Duration::seconds(20)
+        ]
+    );
+    assert_eq!(
+        got[0].fix,
+        fix(t0(), 52.520, 13.404),
+        "the first write wins"
+    );
+    assert_eq!(got[1].fix, with_attributes);
+    assert_eq!(got[1].vehicle_id, vehicle);
+    assert!(store.insert_positions(&[]).await.expect("empty").is_empty());
+}
+
+/// The latest position is the newest valid one; older or invalid reports
+/// never replace it.
+pub async fn latest_position_is_the_newest_valid_one(store: &dyn CellStore) {
+    let (tenant, vehicle) = tenant_with_vehicle(store).await;
+    let other = store
+        .create_vehicle(tenant, bare_vehicle("Other"))
+        .await
+        .expect("v")
+        .id;
+    let idle = store
+        .create_vehicle(tenant, bare_vehicle("Idle"))
+        .await
+        .expect("v")
+        .id;
+    let _ = idle;
+    let mut no_fix = fix(t0() + Duration::seconds(30), 0.0, 0.0);
+    no_fix.valid = false;
+    store
+        .insert_positions(&[
+            at(
+                tenant,
+                vehicle,
+                fix(t0() + Duration::seconds(10), 10.0, 10.0),
+            ),
+            at(tenant, vehicle, no_fix),
+            at(
+                tenant,
+                vehicle,
+                fix(t0() + Duration::seconds(20), 20.0, 20.0),
+            ),
+            at(tenant, other, fix(t0(), 5.0, 5.0)),
+        ])
+        .await
+        .expect("insert");
+    store
+        .insert_positions(&[at(tenant, vehicle, fix(t0(), -1.0, -1.0))])
+        .await
+        .expect("older, later");
+
+    let mut latest = store.latest_positions(tenant).await.expect("latest");
+    latest.sort_by_key(|p| p.vehicle_id != vehicle);
+    assert_eq!(latest.len(), 2, "a vehicle without positions has no latest");
+    assert_eq!(latest[0].vehicle_id, vehicle);
+    assert_eq!(latest[0].fix.time, t0() + Duration::seconds(20));
+    assert_eq!((latest[0].fix.lat, latest[0].fix.lon), (20.0, 20.0));
+    assert_eq!(latest[1].vehicle_id, other);
+
+    store
+        .insert_positions(&[at(
+            tenant,
+            vehicle,
+            fix(t0() + Duration::seconds(40), 40.0, 40.0),
+        )])
+        .await
+        .expect("newer");
+    let latest = store.latest_positions(tenant).await.expect("latest");
+    let mine = latest
+        .iter()
+        .find(|p| p.vehicle_id == vehicle)
+        .expect("mine");
+    assert_eq!(mine.fix.lat, 40.0);
+}
+
+/// History pages follow cursors and honour `[from, to)`.
+pub async fn history_paginates_and_honours_the_range(store: &dyn CellStore) {
+    let (tenant, vehicle) = tenant_with_vehicle(store).await;
+    let batch: Vec<_> = (0..10)
+        .map(|i| {
+            at(
+                tenant,
+                vehicle,
+                fix(t0() + Duration::seconds(i * 10), i as f64, 0.0),
+            )
+        })
+        .collect();
+    store.insert_positions(&batch).await.expect("insert");
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .positions(
+                tenant,
+                vehicle,
+                HistoryQuery {
+                    after,
+                    limit: 3,
+                    ..all_time()
+                },
+            )
+            .await
+            .expect("page");
+        sizes.push(page.data.len());
+        seen.extend(page.data.iter().map(|p| p.fix.lat as i64));
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [3, 3, 3, 1]);
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+
+    let window = store
+        .positions(
+            tenant,
+            vehicle,
+            HistoryQuery {
+                from: t0() + Duration::seconds(20),
+                to: t0() + Duration::seconds(50),
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("window");
+    let lats: Vec<i64> = window.data.iter().map(|p| p.fix.lat as i64).collect();
+    assert_eq!(lats, [2, 3, 4], "from is inclusive, to exclusive");
+    assert_eq!(window.next_cursor, None);
+}
+
+/// Another tenant sees nothing of a vehicle's positions, even by its id.
+pub async fn positions_are_tenant_scoped(store: &dyn CellStore) {
+    let (tenant, vehicle) = tenant_with_vehicle(store).await;
+    let (other, _) = tenant_with_vehicle(store).await;
+    store
+        .insert_positions(&[at(tenant, vehicle, fix(t0(), 1.0, 2.0))])
+        .await
+        .expect("insert");
+    assert!(history(store, other, vehicle).await.is_empty());
+    assert!(store
+        .latest_positions(other)
+        .await
+        .expect("latest")
+        .is_empty());
+    let buckets = store
+        .position_buckets(
+            other,
+            vehicle,
+            t0() - Duration::days(1),
+            t0() + Duration::days(1),
+            60,
+        )
+        .await
+        .expect("buckets");
+    assert!(buckets.is_empty());
+    assert_eq!(history(store, tenant, vehicle).await.len(), 1);
+}
+
+/// Buckets average valid positions per interval; empty ones are left out.
+pub async fn buckets_average_each_interval(store: &dyn CellStore) {
+    let (tenant, vehicle) = tenant_with_vehicle(store).await;
+    // Align to a 5-minute boundary so bucket edges are predictable.
+    let base = Utc.timestamp_opt(1_732_190_400, 0).single().expect("time");
+    let mut invalid = fix(base + Duration::seconds(30), 80.0, 80.0);
+    invalid.valid = false;
+    let mut slow = fix(base + Duration::seconds(60), 12.0, 22.0);
+    slow.speed = Some(10.0);
+    let mut silent = fix(base + Duration::seconds(120), 14.0, 24.0);
+    silent.speed = None;
+    let mut fast = fix(base + Duration::seconds(900), 30.0, 40.0);
+    fast.speed = Some(90.0);
+    store
+        .insert_positions(&[
+            at(tenant, vehicle, fix(base, 10.0, 20.0)),
+            at(tenant, vehicle, invalid),
+            at(tenant, vehicle, slow),
+            at(tenant, vehicle, silent),
+            at(tenant, vehicle, fast),
+        ])
+        .await
+        .expect("insert");
+    let buckets = store
+        .position_buckets(tenant, vehicle, base, base + Duration::hours(1), 300)
+        .await
+        .expect("buckets");
+    assert_eq!(buckets.len(), 2, "{buckets:?}");
+    let first: &PositionBucket = &buckets[0];
+    assert_eq!(first.time, base);
+    assert_eq!(first.count, 3, "the invalid position is left out");
+    assert!(
+        (first.lat - 12.0).abs() < 1e-9 && (first.lon - 22.0).abs() < 1e-9,
+        "{first:?}"
+    );
+    let avg = first.speed.expect("speed");
+    assert!(
+        (avg - (36.5 + 10.0) / 2.0).abs() < 1e-9,
+        "positions without speed do not count: {avg}"
+    );
+    assert_eq!(first.max_speed, Some(36.5));
+    assert_eq!(buckets[1].time, base + Duration::seconds(900));
+    assert_eq!(buckets[1].count, 1);
+}
+
+/// Deleting a vehicle or a tenant removes its history and latest position.
+pub async fn deleting_removes_history(store: &dyn CellStore) {
+    let (tenant, vehicle) = tenant_with_vehicle(store).await;
+    let keep = store
+        .create_vehicle(tenant, bare_vehicle("Keep"))
+        .await
+        .expect("v")
+        .id;
+    store
+        .insert_positions(&[
+            at(tenant, vehicle, fix(t0(), 1.0, 1.0)),
+            at(tenant, keep, fix(t0(), 2.0, 2.0)),
+        ])
+        .await
+        .expect("insert");
+    store
+        .delete_vehicle(tenant, vehicle)
+        .await
+        .expect("delete vehicle");
+    assert!(history(store, tenant, vehicle).await.is_empty());
+    let latest = store.latest_positions(tenant).await.expect("latest");
+    assert_eq!(
+        latest.iter().map(|p| p.vehicle_id).collect::<Vec<_>>(),
+        [keep]
+    );
+
+    store.delete_tenant(tenant).await.expect("delete tenant");
+    assert!(history(store, tenant, keep).await.is_empty());
+    assert!(store
+        .latest_positions(tenant)
+        .await
+        .expect("latest")
+        .is_empty());
+}
+
+/// Large batches (spread over many days: PostgreSQL partitions) go in one
+/// call, and data far in the past lands as well as today's.
+pub async fn large_batches_over_many_days_are_stored(store: &dyn CellStore) {
+    let (tenant, vehicle) = tenant_with_vehicle(store).await;
+    let start = Utc::now() - Duration::days(40);
+    let start = Utc
+        .timestamp_millis_opt(start.timestamp_millis())
+        .single()
+        .expect("ms");
+    let batch: Vec<_> = (0..6000)
+        .map(|i| {
+            at(
+                tenant,
+                vehicle,
+                fix(start + Duration::minutes(i * 10), 48.0, 11.0),
+            )
+        })
+        .collect();
+    let stored = store.insert_positions(&batch).await.expect("insert");
+    assert!(stored.iter().all(|s| *s));
+    assert_eq!(history(store, tenant, vehicle).await.len(), 6000);
+    let stored = store.insert_positions(&batch).await.expect("insert again");
+    assert!(stored.iter().all(|s| !*s));
+    assert_eq!(history(store, tenant, vehicle).await.len(), 6000);
+}
