@@ -66,3 +66,11 @@ id_type!(
     /// One running deployment of the fleet-tracking application.
     CellId
 );
+id_type!(
+    /// A geofence of a tenant.
+    GeofenceId
+);
+id_type!(
+    /// An event (geofence enter/exit, overspeed, device online/offline).
+    EventId
+);
