@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, oneshot, RwLock};
 use webhost_domain::{Position, TenantId, VehicleId};
 use webhost_storage::{CellStore, NewPosition, StorageError, StorageResult};
 
+use crate::live::Bus;
+
 /// Rows one transaction may take; batches beyond it wait for the next one.
 const MAX_GROUP_ROWS: usize = 50_000;
 /// Batches that may wait for the writer before callers are told to retry.
@@ -43,10 +45,10 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn start(store: Arc<dyn CellStore>) -> Self {
+    pub fn start(store: Arc<dyn CellStore>, bus: Bus) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let latest = Latest::new(store.clone());
-        tokio::spawn(writer(store, receiver, latest.clone()));
+        tokio::spawn(writer(store, receiver, latest.clone(), bus));
         Self { queue, latest }
     }
 
@@ -69,7 +71,12 @@ impl Ingest {
     }
 }
 
-async fn writer(store: Arc<dyn CellStore>, mut receiver: mpsc::Receiver<Job>, latest: Latest) {
+async fn writer(
+    store: Arc<dyn CellStore>,
+    mut receiver: mpsc::Receiver<Job>,
+    latest: Latest,
+    bus: Bus,
+) {
     while let Some(first) = receiver.recv().await {
         let mut jobs = vec![first];
         let mut rows: usize = jobs[0].rows.len();
@@ -88,6 +95,7 @@ async fn writer(store: Arc<dyn CellStore>, mut receiver: mpsc::Receiver<Job>, la
         match store.insert_positions(&all).await {
             Ok(stored) => {
                 latest.advance(&all, &stored).await;
+                publish(&bus, &all, &stored);
                 let mut offset = 0;
                 for job in jobs {
                     let n = job.rows.len();
@@ -104,6 +112,25 @@ async fn writer(store: Arc<dyn CellStore>, mut receiver: mpsc::Receiver<Job>, la
                     ))));
                 }
             }
+        }
+    }
+}
+
+/// Sends what was newly stored to the tenants' live subscribers.
+fn publish(bus: &Bus, rows: &[NewPosition], stored: &[bool]) {
+    let mut by_tenant: HashMap<TenantId, Vec<&Position>> = HashMap::new();
+    for (row, _) in rows.iter().zip(stored).filter(|(_, s)| **s) {
+        if bus.has_subscribers(row.tenant_id) {
+            by_tenant
+                .entry(row.tenant_id)
+                .or_default()
+                .push(&row.position);
+        }
+    }
+    for (tenant, positions) in by_tenant {
+        match serde_json::to_string(&serde_json::json!({ "positions": positions })) {
+            Ok(text) => bus.publish(tenant, text.into()),
+            Err(err) => tracing::error!(error = %err, "serializing live positions"),
         }
     }
 }

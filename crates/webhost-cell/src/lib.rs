@@ -5,6 +5,7 @@
 
 mod ingest;
 mod internal;
+mod live;
 mod positions;
 pub use internal::{TenantLimits, TenantUsage};
 mod vehicles;
@@ -33,6 +34,7 @@ pub struct CellConfig {
 pub struct CellState {
     store: Arc<dyn CellStore>,
     ingest: ingest::Ingest,
+    bus: live::Bus,
     auth: InternalAuth,
     control: InternalClient,
     config: Arc<CellConfig>,
@@ -50,8 +52,10 @@ pub fn audience(cell: CellId) -> String {
 }
 
 pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellConfig) -> Router {
+    let bus = live::Bus::default();
     let state = CellState {
-        ingest: ingest::Ingest::start(store.clone()),
+        ingest: ingest::Ingest::start(store.clone(), bus.clone()),
+        bus,
         store,
         auth: InternalAuth {
             keys: keys.clone(),
@@ -64,6 +68,7 @@ pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellCo
         .route("/api/health", get(health))
         .merge(vehicles::routes())
         .merge(positions::routes())
+        .merge(live::routes())
         .merge(internal::routes())
         .fallback(webhost_http::fallback)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)

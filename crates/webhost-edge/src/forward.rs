@@ -69,19 +69,58 @@ struct Authenticated {
     subject: Subject,
 }
 
-async fn authenticate(state: &EdgeState, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <token or API key>'"))?;
-    let credential = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            ApiError::unauthorized("the Authorization header must be 'Bearer <token or API key>'")
-        })?;
+/// An HTTP/1.1 upgrade (WebSocket) request.
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Browsers cannot set headers on a WebSocket, so upgrades may carry the
+/// credential as `?access_token=`.
+fn query_token(uri: &Uri) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "access_token" && !value.is_empty()).then(|| value.to_string())
+    })
+}
+
+async fn authenticate(
+    state: &EdgeState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Authenticated, ApiError> {
+    let from_query = if headers.contains_key(header::AUTHORIZATION) || !is_upgrade(headers) {
+        None
+    } else {
+        query_token(uri)
+    };
+    let credential = match &from_query {
+        Some(token) => token.as_str(),
+        None => {
+            let value = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    ApiError::unauthorized("send 'Authorization: Bearer <token or API key>'")
+                })?;
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "the Authorization header must be 'Bearer <token or API key>'",
+                    )
+                })?
+        }
+    };
     if credential.starts_with(webhost_control::API_KEY_PREFIX) {
         let hash = webhost_control::hash_api_key(credential);
         match state.store.authenticate_api_key(&hash).await {
@@ -119,7 +158,7 @@ async fn try_forward(
     peer: Option<std::net::SocketAddr>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let destination = classify(&path).ok_or_else(|| {
         ApiError::new(
@@ -137,7 +176,7 @@ async fn try_forward(
             None,
         ),
         Destination::Control => {
-            let who = authenticate(state, &parts.headers).await?;
+            let who = authenticate(state, &parts.headers, &parts.uri).await?;
             (
                 state.control_url.to_string(),
                 webhost_control::AUDIENCE.to_string(),
@@ -146,7 +185,7 @@ async fn try_forward(
             )
         }
         Destination::Cell => {
-            let who = authenticate(state, &parts.headers).await?;
+            let who = authenticate(state, &parts.headers, &parts.uri).await?;
             let route = match state.store.route(who.tenant).await {
                 Ok(route) => route,
                 Err(StorageError::NotFound(_)) => {
@@ -171,7 +210,12 @@ async fn try_forward(
         }
     };
 
-    let body = read_body(body).await?;
+    let upgrade = is_upgrade(&parts.headers);
+    let body = if upgrade {
+        bytes::Bytes::new()
+    } else {
+        read_body(body).await?
+    };
 
     let credential = state
         .client
@@ -201,6 +245,12 @@ async fn try_forward(
         .map_err(|e| ApiError::unexpected(e.into()))?;
     *upstream.headers_mut() = forwardable(&parts.headers);
     let headers = upstream.headers_mut();
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = parts.headers.get(header::UPGRADE) {
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
+    }
     headers.insert(
         INTERNAL_HEADER,
         HeaderValue::from_str(&credential).map_err(|e| ApiError::unexpected(e.into()))?,
@@ -211,7 +261,12 @@ async fn try_forward(
         }
     }
 
-    let response = state.client.http().request(upstream).await.map_err(|err| {
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let mut response = state.client.http().request(upstream).await.map_err(|err| {
         tracing::error!(error = %err, %base_url, "upstream unreachable");
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -219,6 +274,27 @@ async fn try_forward(
             "the service for this account is not reachable right now; try again shortly",
         )
     })?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ApiError::bad_request(
+                "upgrade_refused",
+                "this connection cannot be upgraded",
+            ));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let mut client = hyper_util::rt::TokioIo::new(client);
+                    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                Err(err) => tracing::warn!(error = %err, "upgrade failed"),
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
     let (mut parts, body) = response.into_parts();
     for name in [
         header::CONNECTION,

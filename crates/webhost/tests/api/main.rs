@@ -7,6 +7,7 @@ mod helpers;
 mod bad_input;
 mod identity;
 mod isolation;
+mod live;
 mod operations;
 mod positions;
 mod vehicles;
