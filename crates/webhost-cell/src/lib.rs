@@ -7,6 +7,7 @@ mod ingest;
 mod internal;
 mod live;
 mod positions;
+pub mod trips;
 pub use internal::{TenantLimits, TenantUsage};
 mod vehicles;
 

@@ -31,6 +31,8 @@ pub(crate) fn routes() -> Router<CellState> {
         .route("/api/v1/positions", post(ingest))
         .route("/api/v1/positions/latest", get(latest))
         .route("/api/v1/vehicles/{id}/positions", get(history))
+        .route("/api/v1/vehicles/{id}/trips", get(trips))
+        .route("/api/v1/vehicles/{id}/stops", get(stops))
 }
 
 #[derive(Deserialize)]
@@ -420,6 +422,88 @@ async fn history(
         "next_cursor": page.next_cursor.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeParams {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// A vehicle's valid positions over `[from, to)` (default: the last day).
+async fn range(
+    state: &CellState,
+    caller: &TenantCaller,
+    id: &str,
+    params: &RangeParams,
+) -> Result<Vec<Position>, ApiError> {
+    let vehicle_id: VehicleId = id.parse().map_err(|_| ApiError::not_found("vehicle"))?;
+    state.store.vehicle(caller.tenant, vehicle_id).await?;
+    let to = query_time("to", &params.to)?.unwrap_or_else(Utc::now);
+    let from = query_time("from", &params.from)?.unwrap_or(to - Duration::days(1));
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "from must be before to",
+        ));
+    }
+    if to - from > Duration::days(31) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "trips and stops cover at most 31 days per request; narrow from/to",
+        ));
+    }
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = state
+            .store
+            .positions(
+                caller.tenant,
+                vehicle_id,
+                HistoryQuery {
+                    from,
+                    to,
+                    after,
+                    limit: MAX_HISTORY_LIMIT,
+                },
+            )
+            .await?;
+        all.extend(page.data);
+        if all.len() > MAX_EXPORT {
+            return Err(ApiError::bad_request(
+                "range_too_large",
+                format!("at most {MAX_EXPORT} positions per request; narrow from/to"),
+            ));
+        }
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => return Ok(all),
+        }
+    }
+}
+
+async fn trips(
+    caller: TenantCaller,
+    State(state): State<CellState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<RangeParams>,
+) -> Result<Response, ApiError> {
+    let positions = range(&state, &caller, &id, &params).await?;
+    let (trips, _) = crate::trips::analyze(&positions, &crate::trips::Thresholds::default());
+    Ok(ApiJson(serde_json::json!({ "data": trips, "next_cursor": null })).into_response())
+}
+
+async fn stops(
+    caller: TenantCaller,
+    State(state): State<CellState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<RangeParams>,
+) -> Result<Response, ApiError> {
+    let positions = range(&state, &caller, &id, &params).await?;
+    let (_, stops) = crate::trips::analyze(&positions, &crate::trips::Thresholds::default());
+    Ok(ApiJson(serde_json::json!({ "data": stops, "next_cursor": null })).into_response())
 }
 
 fn opt(value: Option<f64>) -> String {
