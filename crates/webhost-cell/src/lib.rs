@@ -3,11 +3,13 @@
 //! only through the edge) and an internal API for the control plane, and
 //! accepts nothing without a valid internal credential.
 
+mod devices;
 mod ingest;
 mod internal;
 mod live;
 mod positions;
 pub mod trips;
+pub use devices::DeviceIngestAnswer;
 pub use internal::{TenantLimits, TenantUsage};
 mod vehicles;
 
@@ -70,6 +72,7 @@ pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellCo
         .merge(vehicles::routes())
         .merge(positions::routes())
         .merge(live::routes())
+        .merge(devices::routes())
         .merge(internal::routes())
         .fallback(webhost_http::fallback)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)
