@@ -61,7 +61,10 @@ async fn ingest(
             .ok()
             .and_then(|d| devices.get(&d).copied());
         let Some(vehicle_id) = vehicle else {
-            rejected.push((index, format!("device '{}' has no vehicle here", fix.device_id)));
+            rejected.push((
+                index,
+                format!("device '{}' has no vehicle here", fix.device_id),
+            ));
             continue;
         };
         let raw = RawFix {

@@ -3,7 +3,10 @@
 //! forwards the request over HTTP with an internal credential bound to that
 //! cell, method and path. Only the edge knows where a tenant lives.
 
+mod devices;
 mod forward;
+
+pub use devices::{osmand_router, serve_teltonika};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ pub struct EdgeParts {
 }
 
 #[derive(Clone)]
-pub(crate) struct EdgeState {
+pub struct EdgeState {
     store: Arc<dyn ControlStore>,
     tokens: UserTokens,
     client: InternalClient,
@@ -37,15 +40,20 @@ pub(crate) struct EdgeState {
     redis: Option<redis::aio::ConnectionManager>,
 }
 
-pub fn router(parts: EdgeParts) -> Router {
-    let state = EdgeState {
-        store: parts.store,
-        tokens: parts.tokens,
-        client: InternalClient::new(parts.keys, "edge"),
-        control_url: parts.control_url.into(),
-        region: parts.region.into(),
-        redis: parts.redis,
-    };
+impl EdgeState {
+    pub fn new(parts: EdgeParts) -> Self {
+        Self {
+            store: parts.store,
+            tokens: parts.tokens,
+            client: InternalClient::new(parts.keys, "edge"),
+            control_url: parts.control_url.into(),
+            region: parts.region.into(),
+            redis: parts.redis,
+        }
+    }
+}
+
+pub fn router(state: EdgeState) -> Router {
     let router = Router::new()
         .route("/api/health", get(health))
         .fallback(forward::forward)

@@ -76,9 +76,42 @@ pub fn default_cells() -> Vec<(PoolName, RegionCode)> {
     ]
 }
 
+/// The device listeners of an edge.
+pub struct Devices {
+    pub osmand: Server,
+    pub teltonika: std::net::SocketAddr,
+}
+
+impl Devices {
+    async fn start(
+        settings: &Settings,
+        edge: &webhost_edge::EdgeState,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Self> {
+        let osmand = serve::spawn(
+            serve::bind(&settings.osmand_listen).await?,
+            webhost_edge::osmand_router(edge.clone()),
+            shutdown.wait(),
+        )?;
+        let teltonika = serve::bind(&settings.teltonika_listen).await?;
+        let teltonika_addr = teltonika.local_addr()?;
+        tokio::spawn(webhost_edge::serve_teltonika(
+            teltonika,
+            edge.clone(),
+            shutdown.wait(),
+        ));
+        tracing::info!(osmand = %osmand.addr, teltonika = %teltonika_addr, "device listeners ready");
+        Ok(Self {
+            osmand,
+            teltonika: teltonika_addr,
+        })
+    }
+}
+
 /// `webhost serve`: control plane, local cells and edge in one process.
 pub struct Application {
     pub edge: Server,
+    pub devices: Devices,
     pub control: Server,
     pub cells: Vec<Cell>,
     pub store: Arc<dyn ControlStore>,
@@ -124,7 +157,7 @@ impl Application {
         let control = serve::spawn(control_listener, control_router, shutdown.wait())?;
         let cells = provider.resume(store.as_ref(), &default_cells()).await?;
 
-        let edge_router = webhost_edge::router(webhost_edge::EdgeParts {
+        let edge_state = webhost_edge::EdgeState::new(webhost_edge::EdgeParts {
             store: open_edge_store(settings, &store).await?,
             tokens,
             keys,
@@ -132,10 +165,16 @@ impl Application {
             region: settings.region(),
             redis,
         });
+        let devices = Devices::start(settings, &edge_state, &shutdown).await?;
         let edge_listener = serve::bind(&settings.edge_listen()).await?;
-        let edge = serve::spawn(edge_listener, edge_router, shutdown.wait())?;
+        let edge = serve::spawn(
+            edge_listener,
+            webhost_edge::router(edge_state),
+            shutdown.wait(),
+        )?;
         Ok(Self {
             edge,
+            devices,
             control,
             cells,
             store,
@@ -218,7 +257,7 @@ pub async fn run_edge(settings: &Settings) -> anyhow::Result<()> {
         .clone()
         .context("webhost edge needs --control-url (or WEBHOST_CONTROL_URL)")?;
     let store = open_control_store(settings).await?;
-    let router = webhost_edge::router(webhost_edge::EdgeParts {
+    let state = webhost_edge::EdgeState::new(webhost_edge::EdgeParts {
         store: open_edge_store(settings, &store).await?,
         tokens,
         keys,
@@ -226,9 +265,10 @@ pub async fn run_edge(settings: &Settings) -> anyhow::Result<()> {
         region: settings.region(),
         redis: redis(settings).await?,
     });
+    let _devices = Devices::start(settings, &state, &shutdown).await?;
     let server = serve::spawn(
         serve::bind(&settings.edge_listen()).await?,
-        router,
+        webhost_edge::router(state),
         shutdown.wait(),
     )?;
     tracing::info!(url = %server.url(), "edge listening");

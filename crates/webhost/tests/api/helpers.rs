@@ -72,6 +72,8 @@ impl TestApp {
         let settings = Settings::load(&Overrides {
             data_dir: Some(dir.path().to_path_buf()),
             listen: Some("127.0.0.1:0".into()),
+            osmand_listen: Some("127.0.0.1:0".into()),
+            teltonika_listen: Some("127.0.0.1:0".into()),
             database_url,
             ..Overrides::default()
         })

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod bad_input;
+mod devices;
 mod identity;
 mod isolation;
 mod live;

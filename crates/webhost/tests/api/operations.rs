@@ -112,6 +112,8 @@ async fn redis_health_is_reported_when_configured() {
     let mut settings = Settings::load(&Overrides {
         data_dir: Some(dir.path().into()),
         listen: Some("127.0.0.1:0".into()),
+        osmand_listen: Some("127.0.0.1:0".into()),
+        teltonika_listen: Some("127.0.0.1:0".into()),
         ..Overrides::default()
     })
     .expect("settings");
@@ -134,6 +136,8 @@ async fn unreachable_redis_fails_start_up_with_a_clear_error() {
     let mut settings = Settings::load(&Overrides {
         data_dir: Some(dir.path().into()),
         listen: Some("127.0.0.1:0".into()),
+        osmand_listen: Some("127.0.0.1:0".into()),
+        teltonika_listen: Some("127.0.0.1:0".into()),
         ..Overrides::default()
     })
     .expect("settings");
@@ -251,6 +255,8 @@ async fn data_and_cells_survive_a_restart() {
         Settings::load(&Overrides {
             data_dir: Some(dir.path().into()),
             listen: Some("127.0.0.1:0".into()),
+            osmand_listen: Some("127.0.0.1:0".into()),
+            teltonika_listen: Some("127.0.0.1:0".into()),
             ..Overrides::default()
         })
         .expect("settings")
