@@ -2,14 +2,12 @@
 //! listeners (OsmAnd, Teltonika), for one tenant. The answer says how many
 //! are durably stored; the edge acknowledges the device with that.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use chrono::{Duration, Utc};
 use serde::Serialize;
-use webhost_domain::{Attributes, DeviceId, Fix, Position, RawFix, VehicleId};
+use webhost_domain::{Attributes, DeviceId, Fix, Position, RawFix};
 use webhost_http::auth::TenantCaller;
 use webhost_http::{ApiError, ApiJson};
 use webhost_protocols::Fix as DeviceFix;
@@ -44,22 +42,15 @@ async fn ingest(
             format!("at most {MAX_FIXES} fixes per call"),
         ));
     }
-    let tenant = state.store.tenant(caller.tenant).await?;
-    let devices: HashMap<DeviceId, VehicleId> = state
-        .store
-        .vehicle_refs(caller.tenant)
-        .await?
-        .into_iter()
-        .filter_map(|r| r.device_id.map(|d| (d, r.id)))
-        .collect();
+    let directory = state.directory.get(caller.tenant).await?;
     let now = Utc::now();
-    let oldest = now - Duration::days(i64::from(tenant.retention_days));
+    let oldest = now - Duration::days(i64::from(directory.retention_days));
     let mut rows = Vec::with_capacity(fixes.len());
     let mut rejected = Vec::new();
     for (index, fix) in fixes.into_iter().enumerate() {
         let vehicle = DeviceId::parse(&fix.device_id)
             .ok()
-            .and_then(|d| devices.get(&d).copied());
+            .and_then(|d| directory.devices.get(&d).copied());
         let Some(vehicle_id) = vehicle else {
             rejected.push((
                 index,

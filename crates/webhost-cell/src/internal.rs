@@ -57,7 +57,9 @@ async fn put_tenant(
         max_vehicles: limits.max_vehicles,
         retention_days: limits.retention_days,
     };
+    let id = tenant.id;
     state.store.put_tenant(tenant).await?;
+    state.directory.invalidate(id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -85,6 +87,7 @@ async fn delete_tenant(
 ) -> Result<StatusCode, ApiError> {
     let id = tenant_id(&id)?;
     state.store.delete_tenant(id).await?;
+    state.directory.invalidate(id).await;
     state.ingest.latest().forget_tenant(id).await;
     Ok(StatusCode::NO_CONTENT)
 }

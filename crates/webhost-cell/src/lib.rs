@@ -4,6 +4,7 @@
 //! accepts nothing without a valid internal credential.
 
 mod devices;
+mod directory;
 mod ingest;
 mod internal;
 mod live;
@@ -38,6 +39,7 @@ pub struct CellState {
     store: Arc<dyn CellStore>,
     ingest: ingest::Ingest,
     bus: live::Bus,
+    directory: directory::Directory,
     auth: InternalAuth,
     control: InternalClient,
     config: Arc<CellConfig>,
@@ -59,6 +61,7 @@ pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellCo
     let state = CellState {
         ingest: ingest::Ingest::start(store.clone(), bus.clone()),
         bus,
+        directory: directory::Directory::new(store.clone()),
         store,
         auth: InternalAuth {
             keys: keys.clone(),

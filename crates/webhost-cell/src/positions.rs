@@ -1,6 +1,5 @@
 //! `/api/v1/positions` and a vehicle's history.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, State};
@@ -16,6 +15,7 @@ use webhost_http::auth::TenantCaller;
 use webhost_http::{ApiError, ApiJson, ApiQuery};
 use webhost_storage::{HistoryQuery, NewPosition, PositionBucket};
 
+use crate::directory::TenantDirectory;
 use crate::ingest::IngestError;
 use crate::CellState;
 
@@ -90,28 +90,21 @@ struct IngestAnswer {
     rejected: Vec<Rejected>,
 }
 
-/// Who a batch item belongs to.
-struct Directory {
-    vehicles: HashMap<VehicleId, ()>,
-    devices: HashMap<DeviceId, VehicleId>,
-}
-
-impl Directory {
-    fn resolve(&self, input: &PositionInput) -> Result<VehicleId, String> {
-        match (&input.vehicle_id, &input.device_id) {
-            (Some(id), _) => id
-                .parse::<VehicleId>()
-                .ok()
-                .filter(|id| self.vehicles.contains_key(id))
-                .ok_or_else(|| format!("vehicle_id '{id}' is not a vehicle of this account")),
-            (None, Some(device)) => {
-                let parsed = DeviceId::parse(device).map_err(|e| e.to_string())?;
-                self.devices.get(&parsed).copied().ok_or_else(|| {
-                    format!("device_id '{device}' is not registered to a vehicle of this account")
-                })
-            }
-            (None, None) => Err("each position needs vehicle_id or device_id".into()),
+/// Which of the tenant's vehicles a batch item names.
+fn resolve(directory: &TenantDirectory, input: &PositionInput) -> Result<VehicleId, String> {
+    match (&input.vehicle_id, &input.device_id) {
+        (Some(id), _) => id
+            .parse::<VehicleId>()
+            .ok()
+            .filter(|id| directory.vehicles.contains(id))
+            .ok_or_else(|| format!("vehicle_id '{id}' is not a vehicle of this account")),
+        (None, Some(device)) => {
+            let parsed = DeviceId::parse(device).map_err(|e| e.to_string())?;
+            directory.devices.get(&parsed).copied().ok_or_else(|| {
+                format!("device_id '{device}' is not registered to a vehicle of this account")
+            })
         }
+        (None, None) => Err("each position needs vehicle_id or device_id".into()),
     }
 }
 
@@ -129,13 +122,13 @@ fn parse_time(input: &Option<TimeInput>) -> Result<Option<DateTime<Utc>>, String
 
 fn parse_item(
     value: Value,
-    directory: &Directory,
+    directory: &TenantDirectory,
     now: DateTime<Utc>,
     oldest: DateTime<Utc>,
     retention_days: u32,
 ) -> Result<Position, String> {
     let input: PositionInput = serde_json::from_value(value).map_err(|e| e.to_string())?;
-    let vehicle_id = directory.resolve(&input)?;
+    let vehicle_id = resolve(directory, &input)?;
     let raw = RawFix {
         time: parse_time(&input.time)?,
         lat: input.lat,
@@ -187,21 +180,13 @@ async fn ingest(
             ),
         ));
     }
-    let tenant = state.store.tenant(caller.tenant).await?;
-    let refs = state.store.vehicle_refs(caller.tenant).await?;
-    let directory = Directory {
-        vehicles: refs.iter().map(|r| (r.id, ())).collect(),
-        devices: refs
-            .iter()
-            .filter_map(|r| r.device_id.clone().map(|d| (d, r.id)))
-            .collect(),
-    };
+    let directory = state.directory.get(caller.tenant).await?;
     let now = Utc::now();
-    let oldest = now - Duration::days(i64::from(tenant.retention_days));
+    let oldest = now - Duration::days(i64::from(directory.retention_days));
     let mut rows = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_item(item, &directory, now, oldest, tenant.retention_days) {
+        match parse_item(item, &directory, now, oldest, directory.retention_days) {
             Ok(position) => rows.push(NewPosition {
                 tenant_id: caller.tenant,
                 position,

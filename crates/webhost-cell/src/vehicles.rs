@@ -209,7 +209,9 @@ async fn create(
             claimed = Some(device.clone());
         }
     }
-    match state.store.create_vehicle(caller.tenant, vehicle).await {
+    let created = state.store.create_vehicle(caller.tenant, vehicle).await;
+    state.directory.invalidate(caller.tenant).await;
+    match created {
         Ok(created) => Ok((StatusCode::CREATED, ApiJson(created))),
         Err(err) => {
             if let Some(device) = &claimed {
@@ -253,7 +255,9 @@ async fn update(
             claimed = Some(device.clone());
         }
     }
-    match state.store.update_vehicle(caller.tenant, id, patch).await {
+    let updated = state.store.update_vehicle(caller.tenant, id, patch).await;
+    state.directory.invalidate(caller.tenant).await;
+    match updated {
         Ok(updated) => {
             if let Some(old) = &current.device_id {
                 if updated.device_id.as_ref() != Some(old) {
@@ -280,6 +284,7 @@ async fn remove(
         .store
         .delete_vehicle(caller.tenant, vehicle_id(&id)?)
         .await?;
+    state.directory.invalidate(caller.tenant).await;
     state
         .ingest
         .latest()

@@ -256,7 +256,16 @@ async fn try_forward(
         HeaderValue::from_str(&credential).map_err(|e| ApiError::unexpected(e.into()))?,
     );
     if let Some(peer) = peer {
-        if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
+        // Append: a load balancer in front has already named the client.
+        let chain = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(earlier) => format!("{earlier}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&chain) {
             headers.insert("x-forwarded-for", value);
         }
     }
