@@ -12,6 +12,7 @@ stories!(
     latest_history_buckets_and_exports_agree,
     concurrent_batches_are_all_stored,
     positions_are_isolated_between_tenants,
+    vehicle_changes_apply_to_the_next_batch,
 );
 
 async fn vehicle(app: &TestApp, account: &Account, device: Option<&str>) -> String {
@@ -309,5 +310,63 @@ async fn positions_are_isolated_between_tenants(app: TestApp) {
     assert_eq!(
         mine.body["data"][0]["lat"], 1.0,
         "B wrote nothing to A's vehicle"
+    );
+}
+
+/// The cell resolves batches from a cached directory: every vehicle change
+/// must show in the very next batch.
+async fn vehicle_changes_apply_to_the_next_batch(app: TestApp) {
+    let account = app.signup("starter", "US").await;
+    let first = vehicle(&app, &account, Some("dir-device-1")).await;
+    let one = |body: Value| post(&app, &account, Value::Array(vec![body]));
+    assert_eq!(
+        one(json!({ "vehicle_id": first, "lat": 1.0, "lon": 1.0 }))
+            .await
+            .body["accepted"],
+        1
+    );
+
+    let second = vehicle(&app, &account, None).await;
+    let answer = one(json!({ "vehicle_id": second, "lat": 1.0, "lon": 1.0 })).await;
+    assert_eq!(
+        answer.body["accepted"], 1,
+        "a new vehicle is known at once: {}",
+        answer.body
+    );
+
+    let moved = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/vehicles/{first}"),
+            Some(&account.token),
+            Some(json!({ "device_id": "dir-device-2" })),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK);
+    let old = one(json!({ "device_id": "dir-device-1", "lat": 2.0, "lon": 2.0 })).await;
+    assert_eq!(
+        old.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the old device is gone: {}",
+        old.body
+    );
+    let new = one(json!({ "device_id": "dir-device-2", "lat": 2.0, "lon": 2.0 })).await;
+    assert_eq!(new.body["accepted"], 1, "{}", new.body);
+
+    let gone = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/vehicles/{second}"),
+            Some(&account.token),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let after = one(json!({ "vehicle_id": second, "lat": 3.0, "lon": 3.0 })).await;
+    assert_eq!(
+        after.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        after.body
     );
 }
