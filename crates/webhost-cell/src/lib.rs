@@ -5,6 +5,8 @@
 
 mod devices;
 mod directory;
+mod events;
+mod geofences;
 mod ingest;
 mod internal;
 mod live;
@@ -76,6 +78,8 @@ pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellCo
         .merge(positions::routes())
         .merge(live::routes())
         .merge(devices::routes())
+        .merge(geofences::routes())
+        .merge(events::routes())
         .merge(internal::routes())
         .fallback(webhost_http::fallback)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)

@@ -4,10 +4,14 @@ use chrono::Utc;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use webhost_domain::Position;
-use webhost_domain::{Attributes, DeviceId, PlanName, ShortText, TenantId, VehicleId, VehicleName};
+use webhost_domain::{
+    Attributes, DeviceId, GeofenceId, PlanName, ShortText, TenantId, VehicleId, VehicleName,
+};
 use webhost_storage::{
-    CellStats, CellStore, CellTenant, Conflict, HistoryQuery, NewPosition, NewVehicle, Page,
-    PageRequest, PositionBucket, StorageError, StorageResult, Vehicle, VehiclePatch, VehicleRef,
+    CellStats, CellStore, CellTenant, Conflict, CreateGeofenceError, Event, EventCursor,
+    EventQuery, Geofence, GeofencePatch, HistoryQuery, IngestBatch, NewGeofence, NewVehicle, Page,
+    PageRequest, PositionBucket, SilentVehicle, StorageError, StorageResult, Vehicle, VehiclePatch,
+    VehicleRef, VehicleTracking,
 };
 
 use crate::{corrupt, map_err, open_pool, unexpected};
@@ -38,10 +42,10 @@ impl PgCellStore {
     }
 }
 
-const VEHICLE_COLUMNS: &str =
+pub(crate) const VEHICLE_COLUMNS: &str =
     "id, name, device_id, plate, \"group\", attributes, created_at, updated_at";
 
-fn vehicle_from_row(row: &PgRow) -> StorageResult<Vehicle> {
+pub(crate) fn vehicle_from_row(row: &PgRow) -> StorageResult<Vehicle> {
     let attributes: serde_json::Value = row.try_get("attributes").map_err(unexpected)?;
     let attributes = match attributes {
         serde_json::Value::Object(map) => map,
@@ -127,7 +131,13 @@ impl CellStore for PgCellStore {
 
     async fn delete_tenant(&self, id: TenantId) -> StorageResult<()> {
         let mut tx = self.pool.begin().await.map_err(unexpected)?;
-        for table in ["positions", "latest_positions"] {
+        for table in [
+            "positions",
+            "latest_positions",
+            "events",
+            "vehicle_states",
+            "geofences",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(id.as_uuid())
                 .execute(&mut *tx)
@@ -318,6 +328,7 @@ impl CellStore for PgCellStore {
             .await
             .map_err(unexpected)?;
         }
+        crate::fleet::delete_vehicle_tracking(&mut tx, tenant, id).await?;
         tx.commit().await.map_err(unexpected)?;
         vehicle_from_row(&row)
     }
@@ -356,8 +367,16 @@ impl CellStore for PgCellStore {
             .collect()
     }
 
-    async fn insert_positions(&self, positions: &[NewPosition]) -> StorageResult<Vec<bool>> {
-        self.insert_positions_impl(positions).await
+    async fn vehicles_with_ids(
+        &self,
+        tenant: TenantId,
+        ids: &[VehicleId],
+    ) -> StorageResult<Vec<Vehicle>> {
+        self.vehicles_with_ids_impl(tenant, ids).await
+    }
+
+    async fn insert_positions(&self, batch: IngestBatch<'_>) -> StorageResult<Vec<bool>> {
+        self.insert_positions_impl(batch).await
     }
 
     async fn latest_positions(&self, tenant: TenantId) -> StorageResult<Vec<Position>> {
@@ -383,5 +402,54 @@ impl CellStore for PgCellStore {
     ) -> StorageResult<Vec<PositionBucket>> {
         self.position_buckets_impl(tenant, vehicle, from, to, bucket_secs)
             .await
+    }
+
+    async fn create_geofence(
+        &self,
+        tenant: TenantId,
+        geofence: NewGeofence,
+    ) -> Result<Geofence, CreateGeofenceError> {
+        self.create_geofence_impl(tenant, geofence).await
+    }
+
+    async fn geofences(&self, tenant: TenantId) -> StorageResult<Vec<Geofence>> {
+        self.geofences_impl(tenant).await
+    }
+
+    async fn geofence(&self, tenant: TenantId, id: GeofenceId) -> StorageResult<Geofence> {
+        self.geofence_impl(tenant, id).await
+    }
+
+    async fn update_geofence(
+        &self,
+        tenant: TenantId,
+        id: GeofenceId,
+        patch: GeofencePatch,
+    ) -> StorageResult<Geofence> {
+        self.update_geofence_impl(tenant, id, patch).await
+    }
+
+    async fn delete_geofence(&self, tenant: TenantId, id: GeofenceId) -> StorageResult<()> {
+        self.delete_geofence_impl(tenant, id).await
+    }
+
+    async fn events(
+        &self,
+        tenant: TenantId,
+        query: EventQuery,
+    ) -> StorageResult<Page<Event, EventCursor>> {
+        self.events_impl(tenant, query).await
+    }
+
+    async fn vehicle_tracking(&self, tenant: TenantId) -> StorageResult<Vec<VehicleTracking>> {
+        self.vehicle_tracking_impl(tenant).await
+    }
+
+    async fn silent_vehicles(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StorageResult<Vec<SilentVehicle>> {
+        self.silent_vehicles_impl(before, limit).await
     }
 }

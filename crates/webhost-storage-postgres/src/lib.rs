@@ -2,6 +2,7 @@
 
 mod cell;
 mod control;
+mod fleet;
 mod positions;
 
 use std::time::Duration;

@@ -8,8 +8,8 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use webhost_domain::{Attributes, Fix, Position, TenantId, VehicleId};
 use webhost_storage::{
-    mark_stored, newest_valid_per_vehicle, HistoryQuery, NewPosition, Page, PositionBucket,
-    StorageError, StorageResult,
+    mark_stored, newest_valid_per_vehicle, HistoryQuery, IngestBatch, NewPosition, Page,
+    PositionBucket, StorageError, StorageResult,
 };
 
 use crate::{corrupt, unexpected};
@@ -146,16 +146,34 @@ impl crate::PgCellStore {
         Ok(())
     }
 
+    /// Positions, events and states in one transaction.
     pub(crate) async fn insert_positions_impl(
         &self,
-        rows: &[NewPosition],
+        batch: IngestBatch<'_>,
     ) -> StorageResult<Vec<bool>> {
-        if rows.is_empty() {
+        let rows = batch.positions;
+        if rows.is_empty() && batch.events.is_empty() && batch.states.is_empty() {
             return Ok(Vec::new());
         }
         self.ensure_partitions(rows.iter().map(|r| r.position.fix.time.date_naive()))
             .await?;
         let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        let stored = if rows.is_empty() {
+            Vec::new()
+        } else {
+            self.insert_position_rows(&mut tx, rows).await?
+        };
+        crate::fleet::insert_events(&mut tx, batch.events).await?;
+        crate::fleet::upsert_states(&mut tx, batch.states).await?;
+        tx.commit().await.map_err(unexpected)?;
+        Ok(stored)
+    }
+
+    async fn insert_position_rows(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        rows: &[NewPosition],
+    ) -> StorageResult<Vec<bool>> {
         let sql = format!(
             "INSERT INTO positions (vehicle_id, time, tenant_id, lat, lon, speed, heading, \
              altitude, accuracy, valid, attributes) {UNNEST} \
@@ -192,7 +210,6 @@ impl crate::PgCellStore {
                 .await
                 .map_err(unexpected)?;
         }
-        tx.commit().await.map_err(unexpected)?;
         Ok(stored)
     }
 

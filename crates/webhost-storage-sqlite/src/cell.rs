@@ -3,10 +3,14 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use webhost_domain::Position;
-use webhost_domain::{Attributes, DeviceId, PlanName, ShortText, TenantId, VehicleId, VehicleName};
+use webhost_domain::{
+    Attributes, DeviceId, GeofenceId, PlanName, ShortText, TenantId, VehicleId, VehicleName,
+};
 use webhost_storage::{
-    CellStats, CellStore, CellTenant, Conflict, HistoryQuery, NewPosition, NewVehicle, Page,
-    PageRequest, PositionBucket, StorageError, StorageResult, Vehicle, VehiclePatch, VehicleRef,
+    CellStats, CellStore, CellTenant, Conflict, CreateGeofenceError, Event, EventCursor,
+    EventQuery, Geofence, GeofencePatch, HistoryQuery, IngestBatch, NewGeofence, NewVehicle, Page,
+    PageRequest, PositionBucket, SilentVehicle, StorageError, StorageResult, Vehicle, VehiclePatch,
+    VehicleRef, VehicleTracking,
 };
 
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
@@ -27,10 +31,10 @@ impl SqliteCellStore {
     }
 }
 
-const VEHICLE_COLUMNS: &str =
+pub(crate) const VEHICLE_COLUMNS: &str =
     "id, name, device_id, plate, \"group\", attributes, created_at, updated_at";
 
-fn vehicle_from_row(row: &SqliteRow) -> StorageResult<Vehicle> {
+pub(crate) fn vehicle_from_row(row: &SqliteRow) -> StorageResult<Vehicle> {
     let attributes: String = row.try_get("attributes").map_err(unexpected)?;
     let attributes =
         serde_json::from_str(&attributes).map_err(|_| corrupt("attributes", &attributes))?;
@@ -117,7 +121,13 @@ impl CellStore for SqliteCellStore {
 
     async fn delete_tenant(&self, id: TenantId) -> StorageResult<()> {
         let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
-        for table in ["positions", "latest_positions"] {
+        for table in [
+            "positions",
+            "latest_positions",
+            "events",
+            "vehicle_states",
+            "geofences",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
                 .bind(id.to_string())
                 .execute(&mut *tx)
@@ -305,6 +315,7 @@ impl CellStore for SqliteCellStore {
             .await
             .map_err(unexpected)?;
         }
+        crate::fleet::delete_vehicle_tracking(&mut tx, tenant, id).await?;
         tx.commit().await.map_err(unexpected)?;
         vehicle_from_row(&row)
     }
@@ -344,8 +355,16 @@ impl CellStore for SqliteCellStore {
             .collect()
     }
 
-    async fn insert_positions(&self, positions: &[NewPosition]) -> StorageResult<Vec<bool>> {
-        self.insert_positions_impl(positions).await
+    async fn vehicles_with_ids(
+        &self,
+        tenant: TenantId,
+        ids: &[VehicleId],
+    ) -> StorageResult<Vec<Vehicle>> {
+        self.vehicles_with_ids_impl(tenant, ids).await
+    }
+
+    async fn insert_positions(&self, batch: IngestBatch<'_>) -> StorageResult<Vec<bool>> {
+        self.insert_positions_impl(batch).await
     }
 
     async fn latest_positions(&self, tenant: TenantId) -> StorageResult<Vec<Position>> {
@@ -371,5 +390,54 @@ impl CellStore for SqliteCellStore {
     ) -> StorageResult<Vec<PositionBucket>> {
         self.position_buckets_impl(tenant, vehicle, from, to, bucket_secs)
             .await
+    }
+
+    async fn create_geofence(
+        &self,
+        tenant: TenantId,
+        geofence: NewGeofence,
+    ) -> Result<Geofence, CreateGeofenceError> {
+        self.create_geofence_impl(tenant, geofence).await
+    }
+
+    async fn geofences(&self, tenant: TenantId) -> StorageResult<Vec<Geofence>> {
+        self.geofences_impl(tenant).await
+    }
+
+    async fn geofence(&self, tenant: TenantId, id: GeofenceId) -> StorageResult<Geofence> {
+        self.geofence_impl(tenant, id).await
+    }
+
+    async fn update_geofence(
+        &self,
+        tenant: TenantId,
+        id: GeofenceId,
+        patch: GeofencePatch,
+    ) -> StorageResult<Geofence> {
+        self.update_geofence_impl(tenant, id, patch).await
+    }
+
+    async fn delete_geofence(&self, tenant: TenantId, id: GeofenceId) -> StorageResult<()> {
+        self.delete_geofence_impl(tenant, id).await
+    }
+
+    async fn events(
+        &self,
+        tenant: TenantId,
+        query: EventQuery,
+    ) -> StorageResult<Page<Event, EventCursor>> {
+        self.events_impl(tenant, query).await
+    }
+
+    async fn vehicle_tracking(&self, tenant: TenantId) -> StorageResult<Vec<VehicleTracking>> {
+        self.vehicle_tracking_impl(tenant).await
+    }
+
+    async fn silent_vehicles(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StorageResult<Vec<SilentVehicle>> {
+        self.silent_vehicles_impl(before, limit).await
     }
 }

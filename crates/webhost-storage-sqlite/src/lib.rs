@@ -5,6 +5,7 @@
 
 mod cell;
 mod control;
+mod fleet;
 mod positions;
 
 use std::path::Path;

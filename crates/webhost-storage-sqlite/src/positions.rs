@@ -7,8 +7,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use webhost_domain::{Attributes, Fix, Position, TenantId, VehicleId};
 use webhost_storage::{
-    mark_stored, newest_valid_per_vehicle, HistoryQuery, NewPosition, Page, PositionBucket,
-    StorageError, StorageResult,
+    mark_stored, newest_valid_per_vehicle, HistoryQuery, IngestBatch, NewPosition, Page,
+    PositionBucket, StorageError, StorageResult,
 };
 
 use crate::{corrupt, parse_uuid, unexpected};
@@ -74,11 +74,13 @@ fn push_values<'a>(builder: &mut QueryBuilder<'a, Sqlite>, rows: &'a [NewPositio
 }
 
 impl crate::SqliteCellStore {
+    /// Positions, events and states in one transaction.
     pub(crate) async fn insert_positions_impl(
         &self,
-        rows: &[NewPosition],
+        batch: IngestBatch<'_>,
     ) -> StorageResult<Vec<bool>> {
-        if rows.is_empty() {
+        let rows = batch.positions;
+        if rows.is_empty() && batch.events.is_empty() && batch.states.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
@@ -125,6 +127,8 @@ impl crate::SqliteCellStore {
                 .await
                 .map_err(unexpected)?;
         }
+        crate::fleet::insert_events(&mut tx, batch.events).await?;
+        crate::fleet::upsert_states(&mut tx, batch.states).await?;
         tx.commit().await.map_err(unexpected)?;
         Ok(stored)
     }

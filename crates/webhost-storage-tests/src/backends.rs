@@ -53,6 +53,15 @@ impl CellFixture {
     pub fn shared(&self) -> Arc<dyn CellStore> {
         Arc::clone(&self.store)
     }
+
+    /// The database URL, for checks only SQL can make (PostGIS columns);
+    /// `None` on SQLite.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match &self._database {
+            Database::Postgres(database) => Some(database.url()),
+            Database::Sqlite(_) => None,
+        }
+    }
 }
 
 /// Keeps a test database alive; dropping it removes the database.

@@ -14,6 +14,7 @@ pub mod backends;
 pub mod cell;
 pub mod control;
 mod fixtures;
+pub mod fleet;
 pub mod positions;
 
 /// Expands to one `#[tokio::test]` per conformance story, run against the
@@ -72,6 +73,16 @@ macro_rules! conformance_tests {
                 deleting_removes_history,
                 large_batches_over_many_days_are_stored,
             ],
+            fleet: [
+                geofences_round_trip_both_shapes,
+                geofences_are_tenant_scoped,
+                geofence_limit_is_enforced,
+                events_filter_and_paginate,
+                positions_events_and_states_commit_together,
+                tracking_states_round_trip_and_silent_vehicles_are_found,
+                deleting_vehicles_and_tenants_removes_events_and_states,
+                vehicles_with_ids_are_tenant_scoped,
+            ],
             shared_cell: [
                 concurrent_creates_never_exceed_the_limit,
                 concurrent_creates_with_one_device_id_admit_one,
@@ -88,6 +99,7 @@ macro_rules! __conformance_tests_for {
         control: [$($control:ident),* $(,)?],
         cell: [$($cell:ident),* $(,)?],
         positions: [$($positions:ident),* $(,)?],
+        fleet: [$($fleet:ident),* $(,)?],
         shared_cell: [$($shared:ident),* $(,)?] $(,)?
     ) => {
         mod control {
@@ -110,6 +122,18 @@ macro_rules! __conformance_tests_for {
                         return;
                     };
                     $crate::positions::$positions(fixture.store()).await;
+                }
+            )*
+        }
+
+        mod fleet {
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $fleet() {
+                    let Some(fixture) = $crate::backends::$backend::cell().await else {
+                        return;
+                    };
+                    $crate::fleet::$fleet(fixture.store()).await;
                 }
             )*
         }

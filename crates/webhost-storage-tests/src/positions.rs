@@ -3,7 +3,9 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use webhost_domain::{Attributes, Fix, Position, TenantId, VehicleId};
-use webhost_storage::{CellStore, HistoryQuery, NewPosition, PositionBucket};
+use webhost_storage::{
+    CellStore, HistoryQuery, IngestBatch, NewPosition, PositionBucket, StorageResult,
+};
 
 use crate::fixtures::{bare_vehicle, cell_tenant};
 
@@ -36,6 +38,11 @@ fn at(tenant: TenantId, vehicle: VehicleId, fix: Fix) -> NewPosition {
             fix,
         },
     }
+}
+
+/// Positions alone, without events or tracking states.
+async fn insert(store: &dyn CellStore, rows: &[NewPosition]) -> StorageResult<Vec<bool>> {
+    store.insert_positions(IngestBatch::positions(rows)).await
 }
 
 async fn tenant_with_vehicle(store: &dyn CellStore) -> (TenantId, VehicleId) {
@@ -85,16 +92,13 @@ pub async fn positions_are_stored_once_and_read_back_in_order(store: &dyn CellSt
         at(tenant, vehicle, with_attributes.clone()),
         at(tenant, vehicle, fix(t0(), 1.0, 1.0)),
     ];
-    let stored = store.insert_positions(&batch).await.expect("insert");
+    let stored = insert(store, &batch).await.expect("insert");
     assert_eq!(
         stored,
         [true, true, true, false],
         "the repeat in the same call is skipped"
     );
-    let again = store
-        .insert_positions(&batch[1..2])
-        .await
-        .expect("insert again");
+    let again = insert(store, &batch[1..2]).await.expect("insert again");
     assert_eq!(again, [false], "a resent position is stored once");
 
     let got = history(store, tenant, vehicle).await;
@@ -114,7 +118,7 @@ pub async fn positions_are_stored_once_and_read_back_in_order(store: &dyn CellSt
     );
     assert_eq!(got[1].fix, with_attributes);
     assert_eq!(got[1].vehicle_id, vehicle);
-    assert!(store.insert_positions(&[]).await.expect("empty").is_empty());
+    assert!(insert(store, &[]).await.expect("empty").is_empty());
 }
 
 /// The latest position is the newest valid one; older or invalid reports
@@ -134,8 +138,9 @@ pub async fn latest_position_is_the_newest_valid_one(store: &dyn CellStore) {
     let _ = idle;
     let mut no_fix = fix(t0() + Duration::seconds(30), 0.0, 0.0);
     no_fix.valid = false;
-    store
-        .insert_positions(&[
+    insert(
+        store,
+        &[
             at(
                 tenant,
                 vehicle,
@@ -148,11 +153,11 @@ pub async fn latest_position_is_the_newest_valid_one(store: &dyn CellStore) {
                 fix(t0() + Duration::seconds(20), 20.0, 20.0),
             ),
             at(tenant, other, fix(t0(), 5.0, 5.0)),
-        ])
-        .await
-        .expect("insert");
-    store
-        .insert_positions(&[at(tenant, vehicle, fix(t0(), -1.0, -1.0))])
+        ],
+    )
+    .await
+    .expect("insert");
+    insert(store, &[at(tenant, vehicle, fix(t0(), -1.0, -1.0))])
         .await
         .expect("older, later");
 
@@ -164,14 +169,16 @@ pub async fn latest_position_is_the_newest_valid_one(store: &dyn CellStore) {
     assert_eq!((latest[0].fix.lat, latest[0].fix.lon), (20.0, 20.0));
     assert_eq!(latest[1].vehicle_id, other);
 
-    store
-        .insert_positions(&[at(
+    insert(
+        store,
+        &[at(
             tenant,
             vehicle,
             fix(t0() + Duration::seconds(40), 40.0, 40.0),
-        )])
-        .await
-        .expect("newer");
+        )],
+    )
+    .await
+    .expect("newer");
     let latest = store.latest_positions(tenant).await.expect("latest");
     let mine = latest
         .iter()
@@ -192,7 +199,7 @@ pub async fn history_paginates_and_honours_the_range(store: &dyn CellStore) {
             )
         })
         .collect();
-    store.insert_positions(&batch).await.expect("insert");
+    insert(store, &batch).await.expect("insert");
 
     let mut seen = Vec::new();
     let mut sizes = Vec::new();
@@ -242,8 +249,7 @@ pub async fn history_paginates_and_honours_the_range(store: &dyn CellStore) {
 pub async fn positions_are_tenant_scoped(store: &dyn CellStore) {
     let (tenant, vehicle) = tenant_with_vehicle(store).await;
     let (other, _) = tenant_with_vehicle(store).await;
-    store
-        .insert_positions(&[at(tenant, vehicle, fix(t0(), 1.0, 2.0))])
+    insert(store, &[at(tenant, vehicle, fix(t0(), 1.0, 2.0))])
         .await
         .expect("insert");
     assert!(history(store, other, vehicle).await.is_empty());
@@ -279,16 +285,18 @@ pub async fn buckets_average_each_interval(store: &dyn CellStore) {
     silent.speed = None;
     let mut fast = fix(base + Duration::seconds(900), 30.0, 40.0);
     fast.speed = Some(90.0);
-    store
-        .insert_positions(&[
+    insert(
+        store,
+        &[
             at(tenant, vehicle, fix(base, 10.0, 20.0)),
             at(tenant, vehicle, invalid),
             at(tenant, vehicle, slow),
             at(tenant, vehicle, silent),
             at(tenant, vehicle, fast),
-        ])
-        .await
-        .expect("insert");
+        ],
+    )
+    .await
+    .expect("insert");
     let buckets = store
         .position_buckets(tenant, vehicle, base, base + Duration::hours(1), 300)
         .await
@@ -319,13 +327,15 @@ pub async fn deleting_removes_history(store: &dyn CellStore) {
         .await
         .expect("v")
         .id;
-    store
-        .insert_positions(&[
+    insert(
+        store,
+        &[
             at(tenant, vehicle, fix(t0(), 1.0, 1.0)),
             at(tenant, keep, fix(t0(), 2.0, 2.0)),
-        ])
-        .await
-        .expect("insert");
+        ],
+    )
+    .await
+    .expect("insert");
     store
         .delete_vehicle(tenant, vehicle)
         .await
@@ -364,10 +374,10 @@ pub async fn large_batches_over_many_days_are_stored(store: &dyn CellStore) {
             )
         })
         .collect();
-    let stored = store.insert_positions(&batch).await.expect("insert");
+    let stored = insert(store, &batch).await.expect("insert");
     assert!(stored.iter().all(|s| *s));
     assert_eq!(history(store, tenant, vehicle).await.len(), 6000);
-    let stored = store.insert_positions(&batch).await.expect("insert again");
+    let stored = insert(store, &batch).await.expect("insert again");
     assert!(stored.iter().all(|s| !*s));
     assert_eq!(history(store, tenant, vehicle).await.len(), 6000);
 }

@@ -1,12 +1,20 @@
-//! A cell's data. Every method takes the tenant: no query crosses tenants.
+//! A cell's data. Every method on tenant data takes the tenant: no query
+//! crosses tenants. The two cell-wide exceptions are maintenance and read
+//! no tenant's data beyond ids: `stats` (counts) and `silent_vehicles` (the
+//! offline sweep).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use webhost_domain::{
-    Attributes, DeviceId, PlanName, Position, ShortText, TenantId, VehicleId, VehicleName,
+    Attributes, DeviceId, GeofenceId, PlanName, Position, ShortText, TenantId, VehicleId,
+    VehicleName,
 };
 
+use crate::fleet::{
+    CreateGeofenceError, Event, EventCursor, EventQuery, Geofence, GeofencePatch, IngestBatch,
+    NewGeofence, SilentVehicle, VehicleTracking,
+};
 use crate::StorageResult;
 
 /// What a cell knows of a tenant: enough to enforce the plan.
@@ -142,12 +150,23 @@ pub trait CellStore: Send + Sync + 'static {
     /// Every vehicle of the tenant with its device, for resolving batches.
     async fn vehicle_refs(&self, tenant: TenantId) -> StorageResult<Vec<VehicleRef>>;
 
-    /// Stores positions (of any tenants) in one transaction, so concurrent
-    /// requests share one commit. A position whose (vehicle, time) is already
-    /// stored, or repeats an earlier one of the same call, is skipped: the
-    /// answer says, per input, whether it was newly stored. Valid positions
-    /// newer than a vehicle's latest become its latest.
-    async fn insert_positions(&self, positions: &[NewPosition]) -> StorageResult<Vec<bool>>;
+    /// The tenant's vehicles among `ids` (missing ones left out), for the
+    /// ingest writer: their attributes hold the speed limit.
+    async fn vehicles_with_ids(
+        &self,
+        tenant: TenantId,
+        ids: &[VehicleId],
+    ) -> StorageResult<Vec<Vehicle>>;
+
+    /// Stores positions (of any tenants), the events they triggered and the
+    /// vehicles' tracking states, all in one transaction, so concurrent
+    /// requests share one commit and positions never exist without their
+    /// events. A position whose (vehicle, time) is already stored, or
+    /// repeats an earlier one of the same call, is skipped: the answer says,
+    /// per input position, whether it was newly stored. Valid positions newer
+    /// than a vehicle's latest become its latest. Events are inserted as
+    /// given (their ids are new); states replace the stored ones.
+    async fn insert_positions(&self, batch: IngestBatch<'_>) -> StorageResult<Vec<bool>>;
     /// The latest valid position of every vehicle of the tenant that has one.
     async fn latest_positions(&self, tenant: TenantId) -> StorageResult<Vec<Position>>;
     async fn positions(
@@ -166,6 +185,44 @@ pub trait CellStore: Send + Sync + 'static {
         to: DateTime<Utc>,
         bucket_secs: u32,
     ) -> StorageResult<Vec<PositionBucket>>;
+
+    /// `CreateGeofenceError::LimitReached` when the tenant already has
+    /// [`MAX_GEOFENCES`](crate::MAX_GEOFENCES) (checked atomically with the
+    /// insert).
+    async fn create_geofence(
+        &self,
+        tenant: TenantId,
+        geofence: NewGeofence,
+    ) -> Result<Geofence, CreateGeofenceError>;
+    /// Every geofence of the tenant (at most `MAX_GEOFENCES`), by id.
+    async fn geofences(&self, tenant: TenantId) -> StorageResult<Vec<Geofence>>;
+    async fn geofence(&self, tenant: TenantId, id: GeofenceId) -> StorageResult<Geofence>;
+    async fn update_geofence(
+        &self,
+        tenant: TenantId,
+        id: GeofenceId,
+        patch: GeofencePatch,
+    ) -> StorageResult<Geofence>;
+    /// Its past events stay (with its id).
+    async fn delete_geofence(&self, tenant: TenantId, id: GeofenceId) -> StorageResult<()>;
+
+    /// The tenant's events matching `query`, oldest first (time, then id).
+    async fn events(
+        &self,
+        tenant: TenantId,
+        query: EventQuery,
+    ) -> StorageResult<Page<Event, EventCursor>>;
+
+    /// The tracking state of every vehicle of the tenant that has one.
+    async fn vehicle_tracking(&self, tenant: TenantId) -> StorageResult<Vec<VehicleTracking>>;
+    /// Vehicles (of every tenant: this is the cell's maintenance sweep)
+    /// marked online whose newest position is older than `before`; at most
+    /// `limit`, the longest silent first.
+    async fn silent_vehicles(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StorageResult<Vec<SilentVehicle>>;
 }
 
 /// Per input, whether its (vehicle, time) is among `returned` (the keys an

@@ -7,6 +7,7 @@
 mod cell;
 mod control;
 mod error;
+mod fleet;
 
 pub use cell::{
     mark_stored, newest_valid_per_vehicle, CellStats, CellStore, CellTenant, HistoryQuery,
@@ -17,3 +18,8 @@ pub use control::{
     NewCell, NewTenant, NewUser, Route, Tenant, TenantStatus, User, UserCredentials, UserRole,
 };
 pub use error::{Conflict, StorageError, StorageResult};
+pub use fleet::{
+    last_state_per_vehicle, CreateGeofenceError, Event, EventCursor, EventQuery, EventType,
+    Geofence, GeofencePatch, IngestBatch, NewEvent, NewGeofence, ShapeColumns, SilentVehicle,
+    VehicleTracking, MAX_GEOFENCES,
+};

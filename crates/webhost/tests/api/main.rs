@@ -6,6 +6,8 @@ mod helpers;
 
 mod bad_input;
 mod devices;
+mod events;
+mod geofences;
 mod identity;
 mod isolation;
 mod live;
