@@ -10,6 +10,7 @@ mod geofences;
 mod ingest;
 mod internal;
 mod live;
+pub mod maintenance;
 mod positions;
 pub mod trips;
 pub use devices::DeviceIngestAnswer;
@@ -60,6 +61,7 @@ pub fn audience(cell: CellId) -> String {
 
 pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellConfig) -> Router {
     let bus = live::Bus::default();
+    maintenance::spawn_daily(store.clone());
     let state = CellState {
         ingest: ingest::Ingest::start(store.clone(), bus.clone()),
         bus,
@@ -78,6 +80,7 @@ pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellCo
         .merge(positions::routes())
         .merge(live::routes())
         .merge(devices::routes())
+        .merge(maintenance::routes())
         .merge(geofences::routes())
         .merge(events::routes())
         .merge(internal::routes())

@@ -4,6 +4,7 @@ mod cell;
 mod control;
 mod fleet;
 mod positions;
+mod retention;
 
 use std::time::Duration;
 

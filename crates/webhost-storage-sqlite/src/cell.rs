@@ -333,6 +333,42 @@ impl CellStore for SqliteCellStore {
         })
     }
 
+    async fn tenants(&self) -> StorageResult<Vec<CellTenant>> {
+        let rows =
+            sqlx::query("SELECT id, plan, max_vehicles, retention_days FROM tenants ORDER BY id")
+                .fetch_all(&self.pools.reader)
+                .await
+                .map_err(unexpected)?;
+        rows.iter()
+            .map(|row| {
+                Ok(CellTenant {
+                    id: TenantId::from_uuid(parse_uuid(
+                        &row.try_get::<String, _>("id").map_err(unexpected)?,
+                    )?),
+                    plan: PlanName::from_trusted(
+                        row.try_get::<String, _>("plan").map_err(unexpected)?,
+                    ),
+                    max_vehicles: row.try_get::<i64, _>("max_vehicles").map_err(unexpected)? as u32,
+                    retention_days: row
+                        .try_get::<i64, _>("retention_days")
+                        .map_err(unexpected)? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn expire_positions(
+        &self,
+        cutoffs: &[(TenantId, DateTime<Utc>)],
+    ) -> StorageResult<webhost_storage::RetentionReport> {
+        self.expire_positions_impl(cutoffs).await
+    }
+
+    async fn prepare_ahead(&self, now: DateTime<Utc>) -> StorageResult<()> {
+        let _ = now;
+        Ok(())
+    }
+
     async fn vehicle_refs(&self, tenant: TenantId) -> StorageResult<Vec<VehicleRef>> {
         let rows =
             sqlx::query("SELECT id, device_id FROM vehicles WHERE tenant_id = ? ORDER BY id")

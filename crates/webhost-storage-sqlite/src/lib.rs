@@ -7,6 +7,7 @@ mod cell;
 mod control;
 mod fleet;
 mod positions;
+mod retention;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
                 buckets_average_each_interval,
                 deleting_removes_history,
                 large_batches_over_many_days_are_stored,
+                retention_removes_exactly_each_tenants_expired_history,
             ],
             fleet: [
                 geofences_round_trip_both_shapes,

@@ -381,3 +381,156 @@ pub async fn large_batches_over_many_days_are_stored(store: &dyn CellStore) {
     assert!(stored.iter().all(|s| !*s));
     assert_eq!(history(store, tenant, vehicle).await.len(), 6000);
 }
+
+fn tenant_keeping(days: u32) -> webhost_storage::CellTenant {
+    webhost_storage::CellTenant {
+        retention_days: days,
+        ..cell_tenant(50)
+    }
+}
+
+/// Retention removes exactly what each tenant's plan no longer keeps:
+/// positions and events strictly older than its cutoff, nothing of a tenant
+/// that was not listed, and nothing more on a second run.
+pub async fn retention_removes_exactly_each_tenants_expired_history(store: &dyn CellStore) {
+    use webhost_domain::EventId;
+    use webhost_storage::{Event, EventQuery, EventType, IngestBatch, NewEvent};
+
+    let now = Utc
+        .timestamp_millis_opt(Utc::now().timestamp_millis())
+        .single()
+        .expect("now");
+    let mut tenants = Vec::new();
+    for days in [30, 365, 30] {
+        let tenant = tenant_keeping(days);
+        let id = tenant.id;
+        store.put_tenant(tenant).await.expect("tenant");
+        let vehicle = store
+            .create_vehicle(id, bare_vehicle("Van"))
+            .await
+            .expect("vehicle")
+            .id;
+        tenants.push((id, vehicle));
+    }
+    let short_cutoff = now - Duration::days(30);
+    let long_cutoff = now - Duration::days(365);
+    let times = [
+        now - Duration::days(400),
+        now - Duration::days(100),
+        short_cutoff - Duration::milliseconds(1),
+        short_cutoff,
+        now - Duration::hours(1),
+    ];
+    for (tenant, vehicle) in &tenants {
+        let positions: Vec<_> = times
+            .iter()
+            .map(|t| at(*tenant, *vehicle, fix(*t, 1.0, 2.0)))
+            .collect();
+        let events: Vec<_> = [now - Duration::days(100), now - Duration::hours(1)]
+            .iter()
+            .map(|t| NewEvent {
+                tenant_id: *tenant,
+                event: Event {
+                    id: EventId::new(),
+                    kind: EventType::DeviceOnline,
+                    vehicle_id: *vehicle,
+                    geofence_id: None,
+                    time: *t,
+                    position: None,
+                },
+            })
+            .collect();
+        store
+            .insert_positions(IngestBatch {
+                positions: &positions,
+                events: &events,
+                states: &[],
+            })
+            .await
+            .expect("insert");
+    }
+    let (short, long, unlisted) = (tenants[0], tenants[1], tenants[2]);
+    let report = store
+        .expire_positions(&[(short.0, short_cutoff), (long.0, long_cutoff)])
+        .await
+        .expect("retention");
+    assert_eq!(report.positions_removed, 3 + 1, "{report:?}");
+    assert_eq!(report.events_removed, 1, "{report:?}");
+
+    let kept = |(tenant, vehicle): (TenantId, VehicleId)| async move {
+        history(store, tenant, vehicle)
+            .await
+            .iter()
+            .map(|p| p.fix.time)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kept(short).await,
+        [short_cutoff, now - Duration::hours(1)],
+        "time < cutoff goes, = cutoff stays"
+    );
+    assert_eq!(kept(long).await, times[1..].to_vec());
+    assert_eq!(
+        kept(unlisted).await,
+        times.to_vec(),
+        "a tenant not listed keeps everything"
+    );
+    let events = |tenant: TenantId| async move {
+        store
+            .events(
+                tenant,
+                EventQuery {
+                    from: None,
+                    to: None,
+                    types: vec![],
+                    vehicle: None,
+                    after: None,
+                    limit: 100,
+                },
+            )
+            .await
+            .expect("events")
+            .data
+            .len()
+    };
+    assert_eq!(
+        (
+            events(short.0).await,
+            events(long.0).await,
+            events(unlisted.0).await
+        ),
+        (1, 2, 2)
+    );
+
+    let again = store
+        .expire_positions(&[(short.0, short_cutoff), (long.0, long_cutoff)])
+        .await
+        .expect("retention again");
+    assert_eq!((again.positions_removed, again.events_removed), (0, 0));
+
+    // With every tenant listed, expired days go whole (PostgreSQL drops the
+    // partition), still exactly.
+    let report = store
+        .expire_positions(&[
+            (short.0, short_cutoff),
+            (long.0, long_cutoff),
+            (unlisted.0, short_cutoff),
+        ])
+        .await
+        .expect("retention, all tenants");
+    assert_eq!(report.positions_removed, 3, "{report:?}");
+    assert_eq!(
+        kept(unlisted).await,
+        [short_cutoff, now - Duration::hours(1)]
+    );
+    assert_eq!(
+        kept(long).await,
+        times[1..].to_vec(),
+        "the long plan's rows survive partition drops"
+    );
+    let listed = store.tenants().await.expect("tenants");
+    assert_eq!(listed.len(), 3);
+    assert!(listed
+        .iter()
+        .any(|t| t.id == long.0 && t.retention_days == 365));
+}

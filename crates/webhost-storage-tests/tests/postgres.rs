@@ -108,3 +108,110 @@ async fn postgis_geometry_matches_the_shape() {
     assert_eq!(kind, "POINT");
     let _ = conn.close().await;
 }
+
+/// Retention on PostgreSQL drops a day's partition whole once every tenant
+/// of the cell is done with it, and keeps the partitions someone still needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_drops_whole_partitions() {
+    use chrono::{Duration, Utc};
+    use sqlx::Connection;
+    use webhost_domain::{Attributes, Fix, Position, TenantId};
+    use webhost_storage::{IngestBatch, NewPosition};
+
+    let Some(fixture) = webhost_storage_tests::backends::postgres::cell().await else {
+        return;
+    };
+    let store = fixture.store();
+    let tenant = webhost_storage::CellTenant {
+        id: TenantId::new(),
+        plan: webhost_domain::PlanName::parse("hobby").expect("plan"),
+        max_vehicles: 5,
+        retention_days: 30,
+    };
+    store.put_tenant(tenant.clone()).await.expect("tenant");
+    let vehicle = store
+        .create_vehicle(
+            tenant.id,
+            webhost_storage::NewVehicle {
+                id: webhost_domain::VehicleId::new(),
+                name: webhost_domain::VehicleName::parse("Van").expect("name"),
+                device_id: None,
+                plate: None,
+                group: None,
+                attributes: Attributes::default(),
+            },
+        )
+        .await
+        .expect("vehicle")
+        .id;
+    let now = Utc::now();
+    let old_day = (now - Duration::days(40)).date_naive();
+    let recent_day = (now - Duration::days(2)).date_naive();
+    let rows: Vec<NewPosition> = [now - Duration::days(40), now - Duration::days(2)]
+        .into_iter()
+        .map(|time| NewPosition {
+            tenant_id: tenant.id,
+            position: Position {
+                vehicle_id: vehicle,
+                fix: Fix {
+                    time,
+                    lat: 1.0,
+                    lon: 2.0,
+                    speed: None,
+                    heading: None,
+                    altitude: None,
+                    accuracy: None,
+                    valid: true,
+                    attributes: Attributes::default(),
+                },
+            },
+        })
+        .collect();
+    store
+        .insert_positions(IngestBatch::positions(&rows))
+        .await
+        .expect("insert");
+
+    let url = fixture.postgres_url().expect("a PostgreSQL fixture");
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let exists = |day: chrono::NaiveDate| {
+        format!(
+            "SELECT to_regclass('positions_p{}') IS NOT NULL",
+            day.format("%Y%m%d")
+        )
+    };
+    let present: bool = sqlx::query_scalar(&exists(old_day))
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
+    assert!(present, "the insert created the old day's partition");
+
+    let report = store
+        .expire_positions(&[(tenant.id, now - Duration::days(30))])
+        .await
+        .expect("retention");
+    assert!(report.partitions_dropped >= 1, "{report:?}");
+    assert_eq!(report.positions_removed, 1);
+    let present: bool = sqlx::query_scalar(&exists(old_day))
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
+    assert!(!present, "the expired day's partition is gone");
+    let present: bool = sqlx::query_scalar(&exists(recent_day))
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
+    assert!(present, "a day still kept stays");
+
+    // Partitions for the week ahead are made by the maintenance step.
+    store
+        .prepare_ahead(now + Duration::days(30))
+        .await
+        .expect("ahead");
+    let ahead = (now + Duration::days(36)).date_naive();
+    let present: bool = sqlx::query_scalar(&exists(ahead))
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
+    assert!(present, "partitions are created ahead");
+}

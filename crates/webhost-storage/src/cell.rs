@@ -109,6 +109,15 @@ pub struct VehicleRef {
     pub device_id: Option<DeviceId>,
 }
 
+/// What a retention run removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RetentionReport {
+    /// Whole partitions dropped (PostgreSQL); their rows are counted below.
+    pub partitions_dropped: u64,
+    pub positions_removed: u64,
+    pub events_removed: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CellStats {
     pub tenants: u64,
@@ -223,6 +232,20 @@ pub trait CellStore: Send + Sync + 'static {
         before: DateTime<Utc>,
         limit: u32,
     ) -> StorageResult<Vec<SilentVehicle>>;
+
+    /// Every tenant of the cell with its plan limits.
+    async fn tenants(&self) -> StorageResult<Vec<CellTenant>>;
+    /// Removes, per listed tenant, the positions and events older than its
+    /// cutoff (exactly: `time < cutoff`), without long locks: whole
+    /// partitions go only when every tenant of the cell is done with them,
+    /// the rest in small batches. Tenants not listed keep everything.
+    async fn expire_positions(
+        &self,
+        cutoffs: &[(TenantId, DateTime<Utc>)],
+    ) -> StorageResult<RetentionReport>;
+    /// Readies storage for the days ahead of `now` (PostgreSQL: creates the
+    /// next week's partitions).
+    async fn prepare_ahead(&self, now: DateTime<Utc>) -> StorageResult<()>;
 }
 
 /// Per input, whether its (vehicle, time) is among `returned` (the keys an

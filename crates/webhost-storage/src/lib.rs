@@ -11,7 +11,8 @@ mod fleet;
 
 pub use cell::{
     mark_stored, newest_valid_per_vehicle, CellStats, CellStore, CellTenant, HistoryQuery,
-    NewPosition, NewVehicle, Page, PageRequest, PositionBucket, Vehicle, VehiclePatch, VehicleRef,
+    NewPosition, NewVehicle, Page, PageRequest, PositionBucket, RetentionReport, Vehicle,
+    VehiclePatch, VehicleRef,
 };
 pub use control::{
     ApiKey, ApiKeyPrincipal, Cell, CellStatus, ControlStore, DeviceRegistration, NewApiKey,

@@ -17,10 +17,46 @@ stories!(
     cells_refuse_requests_that_did_not_come_through_the_edge,
 );
 
-/// Every tenant route, with a body where it takes one. `{vehicle}` and
-/// `{key}` are filled in with ids that exist.
-fn routes(vehicle: &str, key: &str) -> Vec<(Method, String, Option<Value>)> {
+/// Every tenant route, with a body where it takes one. `{vehicle}`,
+/// `{key}` and `{fence}` are filled in with ids that exist.
+fn routes(vehicle: &str, key: &str, fence: &str) -> Vec<(Method, String, Option<Value>)> {
+    let circle = json!({ "name": "z", "circle": { "lat": 1.0, "lon": 1.0, "radius_m": 100.0 } });
     vec![
+        (
+            Method::POST,
+            "/api/v1/positions".into(),
+            Some(json!([{ "vehicle_id": vehicle, "lat": 1.0, "lon": 1.0 }])),
+        ),
+        (Method::GET, "/api/v1/positions/latest".into(), None),
+        (
+            Method::GET,
+            format!("/api/v1/vehicles/{vehicle}/positions"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/vehicles/{vehicle}/trips"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/vehicles/{vehicle}/stops"),
+            None,
+        ),
+        (Method::GET, "/api/v1/geofences".into(), None),
+        (
+            Method::POST,
+            "/api/v1/geofences".into(),
+            Some(circle.clone()),
+        ),
+        (Method::GET, format!("/api/v1/geofences/{fence}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/geofences/{fence}"),
+            Some(json!({ "name": "renamed" })),
+        ),
+        (Method::DELETE, format!("/api/v1/geofences/{fence}"), None),
+        (Method::GET, "/api/v1/events".into(), None),
         (Method::GET, "/api/v1/vehicles".into(), None),
         (
             Method::POST,
@@ -43,6 +79,18 @@ fn routes(vehicle: &str, key: &str) -> Vec<(Method, String, Option<Value>)> {
         (Method::DELETE, format!("/api/v1/api-keys/{key}"), None),
         (Method::GET, "/api/v1/subscription".into(), None),
     ]
+}
+
+async fn geofence(app: &TestApp, account: &Account) -> String {
+    let created = app
+        .post(
+            "/api/v1/geofences",
+            Some(&account.token),
+            json!({ "name": "Depot", "circle": { "lat": 52.5, "lon": 13.4, "radius_m": 200.0 } }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    created.body["id"].as_str().expect("id").to_string()
 }
 
 fn b64(value: &Value) -> String {
@@ -123,8 +171,9 @@ async fn bad_credentials_are_refused_on_every_route(app: TestApp) {
         ),
         ("garbage", Some("not-a-token")),
     ];
+    let fence = geofence(&app, &account).await;
     let before = app.vehicle_count(&account).await;
-    for (method, path, body) in routes(&vehicle, &account.api_key_id) {
+    for (method, path, body) in routes(&vehicle, &account.api_key_id, &fence) {
         for (what, bearer) in &bad {
             let answer = app
                 .request(method.clone(), &path, *bearer, body.clone())
@@ -159,9 +208,11 @@ async fn another_tenants_ids_answer_not_found(app: TestApp) {
         .await;
     let vehicle_id = vehicle.body["id"].as_str().expect("id").to_string();
 
+    let fence = geofence(&app, &a).await;
     for other in [&b, &c] {
-        for (method, path, body) in routes(&vehicle_id, &a.api_key_id) {
-            let foreign = path.contains(&vehicle_id) || path.contains(&a.api_key_id);
+        for (method, path, body) in routes(&vehicle_id, &a.api_key_id, &fence) {
+            let foreign =
+                path.contains(&vehicle_id) || path.contains(&a.api_key_id) || path.contains(&fence);
             if !foreign {
                 continue;
             }

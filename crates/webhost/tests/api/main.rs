@@ -13,4 +13,5 @@ mod isolation;
 mod live;
 mod operations;
 mod positions;
+mod retention;
 mod vehicles;
