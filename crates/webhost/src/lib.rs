@@ -2,7 +2,9 @@
 //! application, so integration tests boot exactly what `webhost serve` runs.
 
 pub mod app;
+pub mod bench;
 pub mod settings;
+pub mod simulate;
 
 pub use app::Application;
 pub use settings::{Mode, Overrides, Settings};

@@ -61,6 +61,12 @@ enum Command {
         #[arg(long)]
         cell_id: Option<String>,
     },
+    /// Drives simulated vehicles along plausible routes through the public
+    /// API or the OsmAnd protocol.
+    Simulate(webhost::simulate::SimulateArgs),
+    /// Runs a benchmark against the application in this process (build
+    /// with --release); see docs/BENCHMARKS.md.
+    Bench(webhost::bench::BenchArgs),
 }
 
 fn overrides(common: &Common) -> Overrides {
@@ -75,13 +81,19 @@ fn overrides(common: &Common) -> Overrides {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The clients log only problems: a line per request would be the
+    // benchmark's main cost.
+    let default_filter = match cli.command {
+        Command::Simulate(_) | Command::Bench(_) => "warn",
+        _ => "info,sqlx=warn,tower_http=info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve {
             common,
@@ -125,5 +137,7 @@ async fn main() -> anyhow::Result<()> {
             })?)
             .await
         }
+        Command::Simulate(args) => webhost::simulate::run(args).await,
+        Command::Bench(args) => webhost::bench::run(args).await,
     }
 }
