@@ -339,34 +339,7 @@ async fn history(
     }
 
     if format != Format::Json {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = state
-                .store
-                .positions(
-                    caller.tenant,
-                    vehicle_id,
-                    HistoryQuery {
-                        from,
-                        to,
-                        after,
-                        limit: MAX_HISTORY_LIMIT,
-                    },
-                )
-                .await?;
-            all.extend(page.data);
-            if all.len() > MAX_EXPORT {
-                return Err(ApiError::bad_request(
-                    "export_too_large",
-                    format!("an export holds at most {MAX_EXPORT} positions; narrow from/to"),
-                ));
-            }
-            match page.next_cursor {
-                Some(cursor) => after = Some(cursor),
-                None => break,
-            }
-        }
+        let all = all_positions(&state, caller.tenant, vehicle_id, from, to).await?;
         return Ok(match format {
             Format::Csv => (
                 [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
@@ -439,22 +412,28 @@ async fn range(
             "trips and stops cover at most 31 days per request; narrow from/to",
         ));
     }
+    all_positions(state, caller.tenant, vehicle_id, from, to).await
+}
+
+/// Every position of a vehicle in `[from, to)`, page by page, refusing
+/// more than `MAX_EXPORT` (exports, trips and stops need the whole range).
+async fn all_positions(
+    state: &CellState,
+    tenant: webhost_domain::TenantId,
+    vehicle_id: VehicleId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Position>, ApiError> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
-        let page = state
-            .store
-            .positions(
-                caller.tenant,
-                vehicle_id,
-                HistoryQuery {
-                    from,
-                    to,
-                    after,
-                    limit: MAX_HISTORY_LIMIT,
-                },
-            )
-            .await?;
+        let query = HistoryQuery {
+            from,
+            to,
+            after,
+            limit: MAX_HISTORY_LIMIT,
+        };
+        let page = state.store.positions(tenant, vehicle_id, query).await?;
         all.extend(page.data);
         if all.len() > MAX_EXPORT {
             return Err(ApiError::bad_request(
