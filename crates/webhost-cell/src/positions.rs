@@ -218,7 +218,24 @@ async fn latest(
     State(state): State<CellState>,
 ) -> Result<Response, ApiError> {
     let positions = state.ingest.latest().get(caller.tenant).await?;
-    Ok(ApiJson(serde_json::json!({ "data": positions, "next_cursor": null })).into_response())
+    Ok(ApiJson(ListPage::whole(positions)).into_response())
+}
+
+/// `{"data": [...], "next_cursor": ...}`, serialized straight from the
+/// items (no intermediate JSON tree: a day's track is ~2 MB).
+#[derive(Serialize)]
+struct ListPage<T> {
+    data: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+impl<T> ListPage<T> {
+    fn whole(data: Vec<T>) -> Self {
+        Self {
+            data,
+            next_cursor: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -375,10 +392,12 @@ async fn history(
             },
         )
         .await?;
-    Ok(ApiJson(serde_json::json!({
-        "data": page.data,
-        "next_cursor": page.next_cursor.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-    }))
+    Ok(ApiJson(ListPage {
+        data: page.data,
+        next_cursor: page
+            .next_cursor
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    })
     .into_response())
 }
 
@@ -456,7 +475,7 @@ async fn trips(
 ) -> Result<Response, ApiError> {
     let positions = range(&state, &caller, &id, &params).await?;
     let (trips, _) = crate::trips::analyze(&positions, &crate::trips::Thresholds::default());
-    Ok(ApiJson(serde_json::json!({ "data": trips, "next_cursor": null })).into_response())
+    Ok(ApiJson(ListPage::whole(trips)).into_response())
 }
 
 async fn stops(
@@ -467,7 +486,7 @@ async fn stops(
 ) -> Result<Response, ApiError> {
     let positions = range(&state, &caller, &id, &params).await?;
     let (_, stops) = crate::trips::analyze(&positions, &crate::trips::Thresholds::default());
-    Ok(ApiJson(serde_json::json!({ "data": stops, "next_cursor": null })).into_response())
+    Ok(ApiJson(ListPage::whole(stops)).into_response())
 }
 
 fn opt(value: Option<f64>) -> String {
