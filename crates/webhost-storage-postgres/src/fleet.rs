@@ -293,15 +293,7 @@ impl crate::PgCellStore {
         .bind(geofence.id.as_uuid())
         .bind(tenant.as_uuid())
         .bind(geofence.name.as_str())
-        .bind(c.kind)
-        .bind(c.geometry)
-        .bind(c.center_lat)
-        .bind(c.center_lon)
-        .bind(c.radius_m)
-        .bind(c.bbox.min_lat)
-        .bind(c.bbox.min_lon)
-        .bind(c.bbox.max_lat)
-        .bind(c.bbox.max_lon)
+        .bind_shape(c)
         .bind(Utc::now())
         .fetch_one(&mut *tx)
         .await
@@ -369,15 +361,7 @@ impl crate::PgCellStore {
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
         .bind(name.as_str())
-        .bind(c.kind)
-        .bind(c.geometry)
-        .bind(c.center_lat)
-        .bind(c.center_lon)
-        .bind(c.radius_m)
-        .bind(c.bbox.min_lat)
-        .bind(c.bbox.min_lon)
-        .bind(c.bbox.max_lat)
-        .bind(c.bbox.max_lon)
+        .bind_shape(c)
         .bind(Utc::now())
         .fetch_one(&mut *tx)
         .await
@@ -501,5 +485,25 @@ impl crate::PgCellStore {
                 })
             })
             .collect()
+    }
+}
+
+/// Binds a shape's columns in table order: kind, geometry, circle centre and
+/// radius, bounding box.
+trait BindShape {
+    fn bind_shape(self, c: ShapeColumns) -> Self;
+}
+
+impl<'q> BindShape for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_shape(self, c: ShapeColumns) -> Self {
+        self.bind(c.kind)
+            .bind(c.geometry)
+            .bind(c.center_lat)
+            .bind(c.center_lon)
+            .bind(c.radius_m)
+            .bind(c.bbox.min_lat)
+            .bind(c.bbox.min_lon)
+            .bind(c.bbox.max_lat)
+            .bind(c.bbox.max_lon)
     }
 }

@@ -271,15 +271,7 @@ impl crate::SqliteCellStore {
         .bind(geofence.id.to_string())
         .bind(tenant.to_string())
         .bind(geofence.name.as_str())
-        .bind(c.kind)
-        .bind(c.geometry.as_ref().map(ToString::to_string))
-        .bind(c.center_lat)
-        .bind(c.center_lon)
-        .bind(c.radius_m)
-        .bind(c.bbox.min_lat)
-        .bind(c.bbox.min_lon)
-        .bind(c.bbox.max_lat)
-        .bind(c.bbox.max_lon)
+        .bind_shape(c)
         .bind(now)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -344,15 +336,7 @@ impl crate::SqliteCellStore {
              updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {GEOFENCE_COLUMNS}"
         ))
         .bind(name.as_str())
-        .bind(c.kind)
-        .bind(c.geometry.as_ref().map(ToString::to_string))
-        .bind(c.center_lat)
-        .bind(c.center_lon)
-        .bind(c.radius_m)
-        .bind(c.bbox.min_lat)
-        .bind(c.bbox.min_lon)
-        .bind(c.bbox.max_lat)
-        .bind(c.bbox.max_lon)
+        .bind_shape(c)
         .bind(Utc::now())
         .bind(tenant.to_string())
         .bind(id.to_string())
@@ -504,5 +488,25 @@ impl crate::SqliteCellStore {
                 })
             })
             .collect()
+    }
+}
+
+/// Binds a shape's columns in table order: kind, geometry, circle centre and
+/// radius, bounding box.
+trait BindShape {
+    fn bind_shape(self, c: ShapeColumns) -> Self;
+}
+
+impl<'q> BindShape for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    fn bind_shape(self, c: ShapeColumns) -> Self {
+        self.bind(c.kind)
+            .bind(c.geometry.as_ref().map(ToString::to_string))
+            .bind(c.center_lat)
+            .bind(c.center_lon)
+            .bind(c.radius_m)
+            .bind(c.bbox.min_lat)
+            .bind(c.bbox.min_lon)
+            .bind(c.bbox.max_lat)
+            .bind(c.bbox.max_lon)
     }
 }
