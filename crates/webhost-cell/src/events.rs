@@ -10,13 +10,15 @@
 //! sweep at once instead of waiting for its next minute.
 
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use webhost_api::{Endpoint, NoBody, Operation, Verb};
 use webhost_domain::VehicleId;
 use webhost_http::auth::{ControlCaller, TenantCaller};
-use webhost_http::{ApiError, ApiJson, ApiQuery};
+use webhost_http::{ApiError, ApiJson};
 use webhost_storage::{Event, EventCursor, EventQuery, EventType, Page};
 
 use crate::CellState;
@@ -25,28 +27,34 @@ const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1_000;
 
 pub(crate) fn routes() -> Router<CellState> {
-    Router::new()
-        .route("/api/v1/events", get(list))
-        .route("/internal/v1/sweeps/offline", post(sweep))
+    Router::new().route("/internal/v1/sweeps/offline", post(sweep))
 }
 
-#[derive(Deserialize)]
+/// Which events, a page at a time.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(crate) struct EventParams {
+    /// Inclusive, RFC 3339.
+    #[schema(format = DateTime)]
     from: Option<String>,
+    /// Exclusive, RFC 3339.
+    #[schema(format = DateTime)]
     to: Option<String>,
+    /// One type or several separated by commas (`geofence_enter,overspeed`).
     #[serde(rename = "type")]
     kind: Option<String>,
+    #[schema(format = Uuid)]
     vehicle_id: Option<String>,
+    /// 1 to 1,000; 100 when left out.
     limit: Option<u32>,
+    /// A `next_cursor` from the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ListBody {
-    data: Vec<Event>,
-    next_cursor: Option<String>,
-}
+webhost_api::list_page!(
+    /// A page of events, oldest first.
+    pub(crate) struct EventPage of Event
+);
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_query", message)
@@ -83,62 +91,78 @@ fn parse_types(raw: &str) -> Result<Vec<EventType>, ApiError> {
     Ok(types)
 }
 
-async fn list(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    ApiQuery(params): ApiQuery<Params>,
-) -> Result<ApiJson<ListBody>, ApiError> {
-    let from = query_time("from", params.from.as_deref())?;
-    let to = query_time("to", params.to.as_deref())?;
-    if let (Some(from), Some(to)) = (from, to) {
-        if from >= to {
-            return Err(invalid("from must be before to"));
+pub(crate) struct ListEvents;
+
+impl Operation<CellState> for ListEvents {
+    type Params = EventParams;
+    type Body = NoBody;
+    type Output = EventPage;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/events",
+        "events",
+        "events",
+        "The tenant's events (geofence_enter, geofence_exit, overspeed, device_online, device_offline), oldest first",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: EventParams,
+        _: NoBody,
+    ) -> Result<EventPage, ApiError> {
+        let from = query_time("from", params.from.as_deref())?;
+        let to = query_time("to", params.to.as_deref())?;
+        if let (Some(from), Some(to)) = (from, to) {
+            if from >= to {
+                return Err(invalid("from must be before to"));
+            }
         }
-    }
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(invalid(format!("limit must be between 1 and {MAX_PAGE}")));
-    }
-    let types = params
-        .kind
-        .as_deref()
-        .map(parse_types)
-        .transpose()?
-        .unwrap_or_default();
-    let vehicle = params
-        .vehicle_id
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<VehicleId>()
-                .map_err(|_| invalid("vehicle_id must be the id of a vehicle"))
+        let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(invalid(format!("limit must be between 1 and {MAX_PAGE}")));
+        }
+        let types = params
+            .kind
+            .as_deref()
+            .map(parse_types)
+            .transpose()?
+            .unwrap_or_default();
+        let vehicle = params
+            .vehicle_id
+            .as_deref()
+            .map(|raw| {
+                raw.parse::<VehicleId>()
+                    .map_err(|_| invalid("vehicle_id must be the id of a vehicle"))
+            })
+            .transpose()?;
+        let after = params
+            .cursor
+            .as_deref()
+            .map(|raw| {
+                raw.parse::<EventCursor>()
+                    .map_err(|_| invalid("cursor must be a next_cursor from a previous page"))
+            })
+            .transpose()?;
+        let Page { data, next_cursor } = state
+            .store
+            .events(
+                caller.tenant,
+                EventQuery {
+                    from,
+                    to,
+                    types,
+                    vehicle,
+                    after,
+                    limit,
+                },
+            )
+            .await?;
+        Ok(EventPage {
+            data,
+            next_cursor: next_cursor.map(|c| c.to_string()),
         })
-        .transpose()?;
-    let after = params
-        .cursor
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<EventCursor>()
-                .map_err(|_| invalid("cursor must be a next_cursor from a previous page"))
-        })
-        .transpose()?;
-    let Page { data, next_cursor } = state
-        .store
-        .events(
-            caller.tenant,
-            EventQuery {
-                from,
-                to,
-                types,
-                vehicle,
-                after,
-                limit,
-            },
-        )
-        .await?;
-    Ok(ApiJson(ListBody {
-        data,
-        next_cursor: next_cursor.map(|c| c.to_string()),
-    }))
+    }
 }
 
 #[derive(Serialize)]

@@ -13,31 +13,21 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
+use webhost_api::{ById, Deleted, Endpoint, Json, NoBody, NoParams, Operation, Verb};
 use webhost_domain::{GeofenceId, ShortText, TenantId, ValidationError};
 use webhost_geofence::{GeofenceIndex, Shape};
 use webhost_http::auth::TenantCaller;
-use webhost_http::{double_option, ApiError, ApiJson};
+use webhost_http::{double_option, ApiError};
 use webhost_storage::{
     CellStore, CreateGeofenceError, Geofence, GeofencePatch, NewGeofence, StorageResult,
 };
 
 use crate::CellState;
-
-pub(crate) fn routes() -> Router<CellState> {
-    Router::new()
-        .route("/api/v1/geofences", get(list).post(create))
-        .route(
-            "/api/v1/geofences/{id}",
-            get(show).patch(update).delete(remove),
-        )
-}
 
 /// A tenant's geofences as the ingest writer sees them.
 pub(crate) struct FenceSnapshot {
@@ -126,20 +116,26 @@ impl GeofenceCache {
     }
 }
 
-#[derive(Serialize)]
-struct CircleBody {
+/// A circle: centre in degrees, radius in metres.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Circle)]
+pub(crate) struct CircleBody {
     lat: f64,
     lon: f64,
     radius_m: f64,
 }
 
 /// `{id, name, geometry}` or `{id, name, circle}`, with timestamps.
-#[derive(Serialize)]
-struct GeofenceBody {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Geofence)]
+pub(crate) struct GeofenceBody {
     id: GeofenceId,
     name: ShortText,
+    /// A GeoJSON Polygon (for polygon geofences).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     geometry: Option<Value>,
+    /// For circle geofences.
     #[serde(skip_serializing_if = "Option::is_none")]
     circle: Option<CircleBody>,
     created_at: DateTime<Utc>,
@@ -163,23 +159,29 @@ impl From<Geofence> for GeofenceBody {
     }
 }
 
-#[derive(Serialize)]
-struct ListBody {
-    data: Vec<GeofenceBody>,
-    next_cursor: Option<String>,
-}
+webhost_api::list_page!(
+    /// The tenant's geofences (all of them: at most 1,000).
+    pub(crate) struct GeofencePage of GeofenceBody
+);
 
-/// Create and update bodies. Values are taken as JSON and parsed here, so
-/// that every error names its field.
-#[derive(Deserialize)]
+/// Create and update bodies: a name and either `geometry` or `circle`
+/// (required on create; on update, absent fields stay). Values are taken as
+/// JSON and parsed here, so that every error names its field.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Input {
-    /// `Some(None)`: an explicit `null`.
+#[schema(as = GeofenceInput)]
+pub(crate) struct Input {
+    /// 1 to 100 characters (`null` is refused: a geofence has a name).
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     name: Option<Option<Value>>,
+    /// A GeoJSON Polygon: closed, simple rings, at most 1,000 points.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     geometry: Option<Value>,
+    /// A circle instead of a polygon.
     #[serde(default)]
+    #[schema(value_type = Option<CircleBody>)]
     circle: Option<Value>,
 }
 
@@ -259,98 +261,177 @@ fn create_error(err: CreateGeofenceError) -> ApiError {
     }
 }
 
-async fn list(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-) -> Result<ApiJson<ListBody>, ApiError> {
-    let fences = state.store.geofences(caller.tenant).await?;
-    Ok(ApiJson(ListBody {
-        data: fences.into_iter().map(GeofenceBody::from).collect(),
-        next_cursor: None,
-    }))
+pub(crate) struct ListGeofences;
+
+impl Operation<CellState> for ListGeofences {
+    type Params = NoParams;
+    type Body = NoBody;
+    type Output = GeofencePage;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/geofences",
+        "geofences",
+        "geofences",
+        "The tenant's geofences",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        _: NoParams,
+        _: NoBody,
+    ) -> Result<GeofencePage, ApiError> {
+        let fences = state.store.geofences(caller.tenant).await?;
+        Ok(GeofencePage::whole(
+            fences.into_iter().map(GeofenceBody::from).collect(),
+        ))
+    }
 }
 
-async fn create(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    ApiJson(input): ApiJson<Input>,
-) -> Result<(StatusCode, ApiJson<GeofenceBody>), ApiError> {
-    let name = match &input.name {
-        Some(Some(raw)) => parse_name(raw)?,
-        _ => return Err(ValidationError::new("name", "is required").into()),
-    };
-    let shape = parse_shape(&input)?.ok_or_else(|| {
-        ValidationError::new(
-            "geometry",
-            "is required: give geometry (a GeoJSON Polygon) or circle ({lat, lon, radius_m})",
-        )
-    })?;
-    let created = state
-        .store
-        .create_geofence(
-            caller.tenant,
-            NewGeofence {
-                id: GeofenceId::new(),
-                name,
-                shape,
+pub(crate) struct CreateGeofence;
+
+impl Operation<CellState> for CreateGeofence {
+    type Params = NoParams;
+    type Body = Json<Input>;
+    type Output = GeofenceBody;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Post,
+        "/api/v1/geofences",
+        "createGeofence",
+        "geofences",
+        "Creates a polygon or circle geofence",
+    )
+    .status(StatusCode::CREATED);
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        _: NoParams,
+        Json(input): Json<Input>,
+    ) -> Result<GeofenceBody, ApiError> {
+        let name = match &input.name {
+            Some(Some(raw)) => parse_name(raw)?,
+            _ => return Err(ValidationError::new("name", "is required").into()),
+        };
+        let shape = parse_shape(&input)?.ok_or_else(|| {
+            ValidationError::new(
+                "geometry",
+                "is required: give geometry (a GeoJSON Polygon) or circle ({lat, lon, radius_m})",
+            )
+        })?;
+        let created = state
+            .store
+            .create_geofence(
+                caller.tenant,
+                NewGeofence {
+                    id: GeofenceId::new(),
+                    name,
+                    shape,
+                },
+            )
+            .await
+            .map_err(create_error)?;
+        state.ingest.geofences().rebuild(caller.tenant).await;
+        Ok(created.into())
+    }
+}
+
+pub(crate) struct ShowGeofence;
+
+impl Operation<CellState> for ShowGeofence {
+    type Params = ById;
+    type Body = NoBody;
+    type Output = GeofenceBody;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/geofences/{id}",
+        "geofence",
+        "geofences",
+        "One geofence",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: ById,
+        _: NoBody,
+    ) -> Result<GeofenceBody, ApiError> {
+        let found = state
+            .store
+            .geofence(caller.tenant, geofence_id(&params.id)?)
+            .await?;
+        Ok(found.into())
+    }
+}
+
+pub(crate) struct UpdateGeofence;
+
+impl Operation<CellState> for UpdateGeofence {
+    type Params = ById;
+    type Body = Json<Input>;
+    type Output = GeofenceBody;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Patch,
+        "/api/v1/geofences/{id}",
+        "updateGeofence",
+        "geofences",
+        "Renames a geofence or replaces its shape",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: ById,
+        Json(input): Json<Input>,
+    ) -> Result<GeofenceBody, ApiError> {
+        let id = geofence_id(&params.id)?;
+        let patch = GeofencePatch {
+            name: match &input.name {
+                None => None,
+                Some(None) => {
+                    return Err(
+                        ValidationError::new("name", "cannot be removed; give a new name").into(),
+                    )
+                }
+                Some(Some(raw)) => Some(parse_name(raw)?),
             },
-        )
-        .await
-        .map_err(create_error)?;
-    state.ingest.geofences().rebuild(caller.tenant).await;
-    Ok((StatusCode::CREATED, ApiJson(created.into())))
+            shape: parse_shape(&input)?,
+        };
+        let updated = state
+            .store
+            .update_geofence(caller.tenant, id, patch)
+            .await?;
+        state.ingest.geofences().rebuild(caller.tenant).await;
+        Ok(updated.into())
+    }
 }
 
-async fn show(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-) -> Result<ApiJson<GeofenceBody>, ApiError> {
-    let found = state
-        .store
-        .geofence(caller.tenant, geofence_id(&id)?)
-        .await?;
-    Ok(ApiJson(found.into()))
-}
+pub(crate) struct DeleteGeofence;
 
-async fn update(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-    ApiJson(input): ApiJson<Input>,
-) -> Result<ApiJson<GeofenceBody>, ApiError> {
-    let id = geofence_id(&id)?;
-    let patch = GeofencePatch {
-        name: match &input.name {
-            None => None,
-            Some(None) => {
-                return Err(
-                    ValidationError::new("name", "cannot be removed; give a new name").into(),
-                )
-            }
-            Some(Some(raw)) => Some(parse_name(raw)?),
-        },
-        shape: parse_shape(&input)?,
-    };
-    let updated = state
-        .store
-        .update_geofence(caller.tenant, id, patch)
-        .await?;
-    state.ingest.geofences().rebuild(caller.tenant).await;
-    Ok(ApiJson(updated.into()))
-}
+impl Operation<CellState> for DeleteGeofence {
+    type Params = ById;
+    type Body = NoBody;
+    type Output = Deleted;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Delete,
+        "/api/v1/geofences/{id}",
+        "deleteGeofence",
+        "geofences",
+        "Deletes a geofence (its past events keep its id)",
+    )
+    .status(StatusCode::NO_CONTENT);
 
-async fn remove(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state
-        .store
-        .delete_geofence(caller.tenant, geofence_id(&id)?)
-        .await?;
-    state.ingest.geofences().rebuild(caller.tenant).await;
-    Ok(StatusCode::NO_CONTENT)
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: ById,
+        _: NoBody,
+    ) -> Result<Deleted, ApiError> {
+        let id = geofence_id(&params.id)?;
+        state.store.delete_geofence(caller.tenant, id).await?;
+        state.ingest.geofences().rebuild(caller.tenant).await;
+        Ok(Deleted { id: id.to_string() })
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, State};
 use axum::routing::get;
 use axum::Router;
+use webhost_api::Api;
 use webhost_domain::CellId;
 use webhost_http::auth::{InternalAuth, InternalKeys};
 use webhost_http::client::InternalClient;
@@ -59,6 +60,32 @@ pub fn audience(cell: CellId) -> String {
     format!("cell:{cell}")
 }
 
+/// The tenant API: every resource's operations, declared once each; REST,
+/// OpenAPI and GraphQL are derived from this list.
+pub fn api() -> Api<CellState> {
+    Api::new("WebHost fleet API", env!("CARGO_PKG_VERSION"))
+        .operation::<vehicles::ListVehicles>()
+        .operation::<vehicles::ShowVehicle>()
+        .operation::<vehicles::CreateVehicle>()
+        .operation::<vehicles::UpdateVehicle>()
+        .operation::<vehicles::DeleteVehicle>()
+        .operation::<positions::IngestPositions>()
+        .operation::<positions::LatestPositions>()
+        .operation::<positions::History>()
+        .operation::<positions::PositionBuckets>()
+        .operation::<positions::Trips>()
+        .operation::<positions::Stops>()
+        .operation::<geofences::ListGeofences>()
+        .operation::<geofences::ShowGeofence>()
+        .operation::<geofences::CreateGeofence>()
+        .operation::<geofences::UpdateGeofence>()
+        .operation::<geofences::DeleteGeofence>()
+        .operation::<events::ListEvents>()
+}
+
+/// Where GraphQL requests go.
+pub const GRAPHQL_PATH: &str = "/api/graphql";
+
 pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellConfig) -> Router {
     let bus = live::Bus::default();
     maintenance::spawn_daily(store.clone());
@@ -74,14 +101,17 @@ pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellCo
         control: InternalClient::new(keys, "cell"),
         config: Arc::new(config),
     };
+    let api = api();
+    let graphql = api
+        .graphql_router(GRAPHQL_PATH)
+        .expect("the declared operations make a valid GraphQL schema");
     let router = Router::new()
         .route("/api/health", get(health))
-        .merge(vehicles::routes())
-        .merge(positions::routes())
+        .merge(api.router())
+        .merge(graphql)
         .merge(live::routes())
         .merge(devices::routes())
         .merge(maintenance::routes())
-        .merge(geofences::routes())
         .merge(events::routes())
         .merge(internal::routes())
         .fallback(webhost_http::fallback)

@@ -2,18 +2,19 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use webhost_domain::{Attributes, DeviceId, Fix, Position, RawFix, VehicleId};
+use utoipa::ToSchema;
+use webhost_api::{Endpoint, Json, NoBody, NoParams, Operation, RestRequest, Verb};
+use webhost_domain::{Attributes, DeviceId, Fix, Position, RawFix, TenantId, VehicleId};
 use webhost_http::auth::TenantCaller;
-use webhost_http::{ApiError, ApiJson, ApiQuery};
+use webhost_http::ApiError;
 use webhost_storage::{HistoryQuery, NewPosition, PositionBucket};
+
+use crate::trips::{Stop, Trip};
 
 use crate::directory::TenantDirectory;
 use crate::ingest::IngestError;
@@ -26,15 +27,6 @@ const MAX_HISTORY_LIMIT: u32 = 10_000;
 /// Rows an export may hold.
 const MAX_EXPORT: usize = 1_000_000;
 
-pub(crate) fn routes() -> Router<CellState> {
-    Router::new()
-        .route("/api/v1/positions", post(ingest))
-        .route("/api/v1/positions/latest", get(latest))
-        .route("/api/v1/vehicles/{id}/positions", get(history))
-        .route("/api/v1/vehicles/{id}/trips", get(trips))
-        .route("/api/v1/vehicles/{id}/stops", get(stops))
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum TimeInput {
@@ -43,17 +35,22 @@ enum TimeInput {
     Millis(i64),
 }
 
-#[derive(Deserialize)]
+/// One position to store; `vehicle_id` or `device_id` says whose.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PositionInput {
+pub(crate) struct PositionInput {
     #[serde(default)]
+    #[schema(format = Uuid)]
     vehicle_id: Option<String>,
     #[serde(default)]
     device_id: Option<String>,
+    /// RFC 3339 (REST also takes epoch milliseconds); now when left out.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     time: Option<TimeInput>,
     lat: f64,
     lon: f64,
+    /// km/h.
     #[serde(default)]
     speed: Option<f64>,
     #[serde(default)]
@@ -65,6 +62,7 @@ struct PositionInput {
     #[serde(default)]
     valid: Option<bool>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     attributes: Option<Value>,
 }
 
@@ -75,14 +73,55 @@ enum Batch {
     Wrapped { positions: Vec<Value> },
 }
 
-#[derive(Serialize)]
-struct Rejected {
+/// Up to 10,000 positions: a bare array or `{"positions": [...]}`. Items
+/// stay JSON until each is parsed, so one bad item is one rejection.
+#[derive(Deserialize)]
+#[serde(from = "Batch")]
+pub(crate) struct PositionBatch(Vec<Value>);
+
+impl From<Batch> for PositionBatch {
+    fn from(batch: Batch) -> Self {
+        match batch {
+            Batch::Items(items) | Batch::Wrapped { positions: items } => Self(items),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for PositionBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("PositionInput"))
+            .max_items(Some(MAX_BATCH))
+            .into()
+    }
+}
+
+impl ToSchema for PositionBatch {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "PositionInput".into(),
+            <PositionInput as utoipa::PartialSchema>::schema(),
+        ));
+        <PositionInput as ToSchema>::schemas(schemas);
+    }
+}
+
+/// Why one item of a batch was refused.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Rejected {
+    /// The item's position in the batch, from 0.
     index: usize,
     error: String,
 }
 
-#[derive(Serialize)]
-struct IngestAnswer {
+/// What a batch came to. Accepted positions are durably stored.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct IngestAnswer {
     /// Stored now or already stored (a resend): either way, durable.
     accepted: usize,
     /// How many of the accepted were already stored.
@@ -162,90 +201,144 @@ impl From<IngestError> for ApiError {
     }
 }
 
-async fn ingest(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    ApiJson(batch): ApiJson<Batch>,
-) -> Result<Response, ApiError> {
-    let items = match batch {
-        Batch::Items(items) | Batch::Wrapped { positions: items } => items,
-    };
-    if items.len() > MAX_BATCH {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "batch_too_large",
-            format!(
-                "a batch holds at most {MAX_BATCH} positions; this one has {}",
-                items.len()
-            ),
-        ));
-    }
-    let directory = state.directory.get(caller.tenant).await?;
-    let now = Utc::now();
-    let oldest = now - Duration::days(i64::from(directory.retention_days));
-    let mut rows = Vec::with_capacity(items.len());
-    let mut rejected = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match parse_item(item, &directory, now, oldest, directory.retention_days) {
-            Ok(position) => rows.push(NewPosition {
-                tenant_id: caller.tenant,
-                position,
-            }),
-            Err(error) => rejected.push(Rejected { index, error }),
+pub(crate) struct IngestPositions;
+
+impl Operation<CellState> for IngestPositions {
+    type Params = NoParams;
+    type Body = Json<PositionBatch>;
+    type Output = IngestAnswer;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Post,
+        "/api/v1/positions",
+        "ingestPositions",
+        "positions",
+        "Stores up to 10,000 positions; answers once they are durable",
+    )
+    .body_argument("positions");
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        _: NoParams,
+        Json(PositionBatch(items)): Json<PositionBatch>,
+    ) -> Result<IngestAnswer, ApiError> {
+        if items.len() > MAX_BATCH {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "batch_too_large",
+                format!(
+                    "a batch holds at most {MAX_BATCH} positions; this one has {}",
+                    items.len()
+                ),
+            ));
         }
+        let directory = state.directory.get(caller.tenant).await?;
+        let now = Utc::now();
+        let oldest = now - Duration::days(i64::from(directory.retention_days));
+        let mut rows = Vec::with_capacity(items.len());
+        let mut rejected = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            match parse_item(item, &directory, now, oldest, directory.retention_days) {
+                Ok(position) => rows.push(NewPosition {
+                    tenant_id: caller.tenant,
+                    position,
+                }),
+                Err(error) => rejected.push(Rejected { index, error }),
+            }
+        }
+        let accepted = rows.len();
+        let stored = state.ingest.store(rows).await?;
+        let duplicates = stored.iter().filter(|s| !**s).count();
+        Ok(IngestAnswer {
+            accepted,
+            duplicates,
+            rejected,
+        })
     }
-    let accepted = rows.len();
-    let stored = state.ingest.store(rows).await?;
-    let duplicates = stored.iter().filter(|s| !**s).count();
-    let answer = IngestAnswer {
-        accepted,
-        duplicates,
-        rejected,
-    };
-    if accepted == 0 && !answer.rejected.is_empty() {
-        let mut body = serde_json::to_value(&answer).map_err(|e| ApiError::unexpected(e.into()))?;
+
+    /// 422 when nothing was accepted, the rejections with the error.
+    fn respond(answer: IngestAnswer) -> Response {
+        if answer.accepted > 0 || answer.rejected.is_empty() {
+            return webhost_api::json_answer(StatusCode::OK, &answer);
+        }
+        let mut body = serde_json::to_value(&answer).unwrap_or_default();
         body["error"] = serde_json::json!({
             "code": "all_rejected",
             "message": "no position was accepted; 'rejected' says why for each",
         });
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response());
+        (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
     }
-    Ok(ApiJson(answer).into_response())
 }
 
-async fn latest(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-) -> Result<Response, ApiError> {
-    let positions = state.ingest.latest().get(caller.tenant).await?;
-    Ok(ApiJson(ListPage::whole(positions)).into_response())
+pub(crate) struct LatestPositions;
+
+impl Operation<CellState> for LatestPositions {
+    type Params = NoParams;
+    type Body = NoBody;
+    type Output = PositionPage;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/positions/latest",
+        "latestPositions",
+        "positions",
+        "The latest position of every vehicle that has one",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        _: NoParams,
+        _: NoBody,
+    ) -> Result<PositionPage, ApiError> {
+        let positions = state.ingest.latest().get(caller.tenant).await?;
+        Ok(PositionPage::whole(positions))
+    }
 }
 
-/// `{"data": [...], "next_cursor": ...}`, serialized straight from the
-/// items (no intermediate JSON tree: a day's track is ~2 MB).
-#[derive(Serialize)]
-struct ListPage<T> {
-    data: Vec<T>,
+webhost_api::list_page!(
+    /// Positions, oldest first (serialised straight from the items: a
+    /// day's track is ~2 MB).
+    pub(crate) struct PositionPage of Position
+);
+
+webhost_api::list_page!(
+    /// A vehicle's trips.
+    pub(crate) struct TripPage of Trip
+);
+
+webhost_api::list_page!(
+    /// A vehicle's stops.
+    pub(crate) struct StopPage of Stop
+);
+
+/// Time-bucketed averages of a vehicle's history.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BucketPage {
+    data: Vec<PositionBucket>,
+    /// Always `null`: buckets come whole.
     next_cursor: Option<String>,
+    bucket_seconds: u32,
 }
 
-impl<T> ListPage<T> {
-    fn whole(data: Vec<T>) -> Self {
-        Self {
-            data,
-            next_cursor: None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
+/// A slice of a vehicle's history, a page at a time.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HistoryParams {
+pub(crate) struct HistoryParams {
+    #[schema(format = Uuid)]
+    vehicle_id: String,
+    /// Inclusive, RFC 3339; a day before `to` when left out.
+    #[schema(format = DateTime)]
     from: Option<String>,
+    /// Exclusive, RFC 3339; now when left out.
+    #[schema(format = DateTime)]
     to: Option<String>,
+    /// 1 to 10,000; 1,000 when left out.
     limit: Option<u32>,
+    /// A `next_cursor` from the previous page.
     cursor: Option<String>,
-    bucket: Option<String>,
+    /// REST only, taken by [`History::alternative`].
+    #[serde(default)]
+    #[schema(ignore)]
     format: Option<String>,
 }
 
@@ -324,121 +417,272 @@ fn format_of(param: &Option<String>, headers: &HeaderMap) -> Result<Format, ApiE
     })
 }
 
-async fn history(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ApiQuery(params): ApiQuery<HistoryParams>,
-) -> Result<Response, ApiError> {
-    let vehicle_id: VehicleId = id.parse().map_err(|_| ApiError::not_found("vehicle"))?;
-    let vehicle = state.store.vehicle(caller.tenant, vehicle_id).await?;
-    let to = query_time("to", &params.to)?.unwrap_or_else(Utc::now);
-    let from = query_time("from", &params.from)?.unwrap_or(to - Duration::days(1));
+/// `[from, to)` with the defaults (the last day); `from` before `to`.
+fn time_range(
+    from: &Option<String>,
+    to: &Option<String>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let to = query_time("to", to)?.unwrap_or_else(Utc::now);
+    let from = query_time("from", from)?.unwrap_or(to - Duration::days(1));
     if from >= to {
         return Err(ApiError::bad_request(
             "invalid_query",
             "from must be before to",
         ));
     }
-    let format = format_of(&params.format, &headers)?;
-
-    if let Some(bucket) = &params.bucket {
-        let seconds = parse_bucket(bucket)?;
-        let buckets: Vec<PositionBucket> = state
-            .store
-            .position_buckets(caller.tenant, vehicle_id, from, to, seconds)
-            .await?;
-        return Ok(ApiJson(
-            serde_json::json!({ "data": buckets, "next_cursor": null, "bucket_seconds": seconds }),
-        )
-        .into_response());
-    }
-
-    if format != Format::Json {
-        let all = all_positions(&state, caller.tenant, vehicle_id, from, to).await?;
-        return Ok(match format {
-            Format::Csv => (
-                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-                to_csv(&all),
-            )
-                .into_response(),
-            _ => (
-                [(header::CONTENT_TYPE, "application/gpx+xml")],
-                to_gpx(vehicle.name.as_str(), &all),
-            )
-                .into_response(),
-        });
-    }
-
-    let limit = params.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-    if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and {MAX_HISTORY_LIMIT}"),
-        ));
-    }
-    let after = query_time("cursor", &params.cursor)?;
-    let page = state
-        .store
-        .positions(
-            caller.tenant,
-            vehicle_id,
-            HistoryQuery {
-                from,
-                to,
-                after,
-                limit,
-            },
-        )
-        .await?;
-    Ok(ApiJson(ListPage {
-        data: page.data,
-        next_cursor: page
-            .next_cursor
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-    })
-    .into_response())
+    Ok((from, to))
 }
 
-#[derive(Deserialize)]
+fn parse_vehicle_id(raw: &str) -> Result<VehicleId, ApiError> {
+    // Anything that is not one of our ids cannot name a vehicle.
+    raw.parse().map_err(|_| ApiError::not_found("vehicle"))
+}
+
+pub(crate) struct History;
+
+impl Operation<CellState> for History {
+    type Params = HistoryParams;
+    type Body = NoBody;
+    type Output = PositionPage;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/vehicles/{vehicle_id}/positions",
+        "positions",
+        "positions",
+        "A vehicle's history, oldest first, a page at a time",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: HistoryParams,
+        _: NoBody,
+    ) -> Result<PositionPage, ApiError> {
+        let vehicle_id = parse_vehicle_id(&params.vehicle_id)?;
+        state.store.vehicle(caller.tenant, vehicle_id).await?;
+        let (from, to) = time_range(&params.from, &params.to)?;
+        if format_of(&params.format, &HeaderMap::new())? != Format::Json {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "exports are REST answers: ask for format=csv or format=gpx there",
+            ));
+        }
+        let limit = params.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+        if limit == 0 || limit > MAX_HISTORY_LIMIT {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_HISTORY_LIMIT}"),
+            ));
+        }
+        let after = query_time("cursor", &params.cursor)?;
+        let page = state
+            .store
+            .positions(
+                caller.tenant,
+                vehicle_id,
+                HistoryQuery {
+                    from,
+                    to,
+                    after,
+                    limit,
+                },
+            )
+            .await?;
+        Ok(PositionPage {
+            data: page.data,
+            next_cursor: page
+                .next_cursor
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        })
+    }
+
+    /// `bucket=` answers the buckets; `format=csv|gpx` (or the matching
+    /// `Accept`) the whole range as an export.
+    async fn alternative(
+        state: &CellState,
+        caller: &TenantCaller,
+        request: &RestRequest,
+    ) -> Option<Result<Response, ApiError>> {
+        if request.query_value("bucket").is_some() {
+            return Some(
+                async {
+                    let params: BucketParams = request.params()?;
+                    let answer = PositionBuckets::call(state, caller, params, NoBody).await?;
+                    Ok(PositionBuckets::respond(answer))
+                }
+                .await,
+            );
+        }
+        let format = match format_of(&request.query_value("format"), &request.headers) {
+            Ok(Format::Json) => return None,
+            Ok(format) => format,
+            Err(err) => return Some(Err(err)),
+        };
+        Some(
+            async {
+                let params: HistoryParams = request.params()?;
+                let vehicle_id = parse_vehicle_id(&params.vehicle_id)?;
+                let vehicle = state.store.vehicle(caller.tenant, vehicle_id).await?;
+                let (from, to) = time_range(&params.from, &params.to)?;
+                let all = all_positions(state, caller.tenant, vehicle_id, from, to).await?;
+                Ok(match format {
+                    Format::Csv => (
+                        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                        to_csv(&all),
+                    )
+                        .into_response(),
+                    _ => (
+                        [(header::CONTENT_TYPE, "application/gpx+xml")],
+                        to_gpx(vehicle.name.as_str(), &all),
+                    )
+                        .into_response(),
+                })
+            }
+            .await,
+        )
+    }
+
+    fn document(operation: &mut utoipa::openapi::path::Operation) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required};
+        let parameters = operation.parameters.get_or_insert_with(Vec::new);
+        parameters.push(
+            ParameterBuilder::new()
+                .name("format")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "json (default), csv or gpx: the whole range as an export \
+                     (also chosen by Accept: text/csv or application/gpx+xml)",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::String)
+                        .enum_values(Some(["json", "csv", "gpx"])),
+                ))
+                .build(),
+        );
+        parameters.push(
+            ParameterBuilder::new()
+                .name("bucket")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "Time-bucketed averages instead of positions, like 5m; \
+                     the answer is positionBuckets's",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String),
+                ))
+                .build(),
+        );
+        if let Some(utoipa::openapi::RefOr::T(response)) =
+            operation.responses.responses.get_mut("200")
+        {
+            let text = || {
+                ContentBuilder::new()
+                    .schema(Some(
+                        ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String),
+                    ))
+                    .build()
+            };
+            response.content.insert("text/csv".into(), text());
+            response
+                .content
+                .insert("application/gpx+xml".into(), text());
+        }
+    }
+}
+
+/// Buckets of a vehicle's history.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RangeParams {
+pub(crate) struct BucketParams {
+    #[schema(format = Uuid)]
+    vehicle_id: String,
+    /// A number and a unit (s, m, h, d) between 1s and 1d, like 5m.
+    bucket: String,
+    /// Inclusive, RFC 3339; a day before `to` when left out.
+    #[schema(format = DateTime)]
     from: Option<String>,
+    /// Exclusive, RFC 3339; now when left out.
+    #[schema(format = DateTime)]
     to: Option<String>,
 }
 
-/// A vehicle's valid positions over `[from, to)` (default: the last day).
+pub(crate) struct PositionBuckets;
+
+impl Operation<CellState> for PositionBuckets {
+    type Params = BucketParams;
+    type Body = NoBody;
+    type Output = BucketPage;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/vehicles/{vehicle_id}/positions/buckets",
+        "positionBuckets",
+        "positions",
+        "Time-bucketed averages of a vehicle's history (also ?bucket= on its positions)",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: BucketParams,
+        _: NoBody,
+    ) -> Result<BucketPage, ApiError> {
+        let vehicle_id = parse_vehicle_id(&params.vehicle_id)?;
+        state.store.vehicle(caller.tenant, vehicle_id).await?;
+        let (from, to) = time_range(&params.from, &params.to)?;
+        let seconds = parse_bucket(&params.bucket)?;
+        let data = state
+            .store
+            .position_buckets(caller.tenant, vehicle_id, from, to, seconds)
+            .await?;
+        Ok(BucketPage {
+            data,
+            next_cursor: None,
+            bucket_seconds: seconds,
+        })
+    }
+}
+
+/// A vehicle and a range of at most 31 days.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RangeParams {
+    #[schema(format = Uuid)]
+    vehicle_id: String,
+    /// Inclusive, RFC 3339; a day before `to` when left out.
+    #[schema(format = DateTime)]
+    from: Option<String>,
+    /// Exclusive, RFC 3339; now when left out.
+    #[schema(format = DateTime)]
+    to: Option<String>,
+}
+
+/// A vehicle's valid positions over the range.
 async fn range(
     state: &CellState,
-    caller: &TenantCaller,
-    id: &str,
+    tenant: TenantId,
     params: &RangeParams,
 ) -> Result<Vec<Position>, ApiError> {
-    let vehicle_id: VehicleId = id.parse().map_err(|_| ApiError::not_found("vehicle"))?;
-    state.store.vehicle(caller.tenant, vehicle_id).await?;
-    let to = query_time("to", &params.to)?.unwrap_or_else(Utc::now);
-    let from = query_time("from", &params.from)?.unwrap_or(to - Duration::days(1));
-    if from >= to {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "from must be before to",
-        ));
-    }
+    let vehicle_id = parse_vehicle_id(&params.vehicle_id)?;
+    state.store.vehicle(tenant, vehicle_id).await?;
+    let (from, to) = time_range(&params.from, &params.to)?;
     if to - from > Duration::days(31) {
         return Err(ApiError::bad_request(
             "invalid_query",
             "trips and stops cover at most 31 days per request; narrow from/to",
         ));
     }
-    all_positions(state, caller.tenant, vehicle_id, from, to).await
+    all_positions(state, tenant, vehicle_id, from, to).await
 }
 
 /// Every position of a vehicle in `[from, to)`, page by page, refusing
 /// more than `MAX_EXPORT` (exports, trips and stops need the whole range).
 async fn all_positions(
     state: &CellState,
-    tenant: webhost_domain::TenantId,
+    tenant: TenantId,
     vehicle_id: VehicleId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -467,26 +711,56 @@ async fn all_positions(
     }
 }
 
-async fn trips(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-    ApiQuery(params): ApiQuery<RangeParams>,
-) -> Result<Response, ApiError> {
-    let positions = range(&state, &caller, &id, &params).await?;
-    let (trips, _) = crate::trips::analyze(&positions, &crate::trips::Thresholds::default());
-    Ok(ApiJson(ListPage::whole(trips)).into_response())
+pub(crate) struct Trips;
+
+impl Operation<CellState> for Trips {
+    type Params = RangeParams;
+    type Body = NoBody;
+    type Output = TripPage;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/vehicles/{vehicle_id}/trips",
+        "trips",
+        "trips",
+        "A vehicle's trips: movement between stops (speed and dwell thresholds)",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: RangeParams,
+        _: NoBody,
+    ) -> Result<TripPage, ApiError> {
+        let positions = range(state, caller.tenant, &params).await?;
+        let (trips, _) = crate::trips::analyze(&positions, &crate::trips::Thresholds::default());
+        Ok(TripPage::whole(trips))
+    }
 }
 
-async fn stops(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-    ApiQuery(params): ApiQuery<RangeParams>,
-) -> Result<Response, ApiError> {
-    let positions = range(&state, &caller, &id, &params).await?;
-    let (_, stops) = crate::trips::analyze(&positions, &crate::trips::Thresholds::default());
-    Ok(ApiJson(ListPage::whole(stops)).into_response())
+pub(crate) struct Stops;
+
+impl Operation<CellState> for Stops {
+    type Params = RangeParams;
+    type Body = NoBody;
+    type Output = StopPage;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/vehicles/{vehicle_id}/stops",
+        "stops",
+        "stops",
+        "A vehicle's stops: where it stayed (below 5 km/h) for 5 minutes or more",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: RangeParams,
+        _: NoBody,
+    ) -> Result<StopPage, ApiError> {
+        let positions = range(state, caller.tenant, &params).await?;
+        let (_, stops) = crate::trips::analyze(&positions, &crate::trips::Thresholds::default());
+        Ok(StopPage::whole(stops))
+    }
 }
 
 fn opt(value: Option<f64>) -> String {

@@ -33,13 +33,13 @@ impl Default for Thresholds {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Place {
     pub lat: f64,
     pub lon: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Trip {
     pub vehicle_id: VehicleId,
     pub start_time: DateTime<Utc>,
@@ -54,7 +54,7 @@ pub struct Trip {
     pub end: Place,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Stop {
     pub vehicle_id: VehicleId,
     pub start_time: DateTime<Utc>,

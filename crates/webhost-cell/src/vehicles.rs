@@ -2,35 +2,29 @@
 //! platform, so a vehicle's device is claimed in the control plane's device
 //! registry before the vehicle is stored, and released when it goes.
 
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use webhost_api::{ById, Deleted, Endpoint, Json, NoBody, Operation, Verb};
 use webhost_domain::{Attributes, DeviceId, ShortText, TenantId, VehicleId, VehicleName};
 use webhost_http::auth::TenantCaller;
 use webhost_http::client::InternalRequest;
-use webhost_http::{double_option, ApiError, ApiJson, ApiQuery};
-use webhost_storage::{NewVehicle, Page, PageRequest, Vehicle, VehiclePatch};
+use webhost_http::{double_option, ApiError};
+use webhost_storage::{NewVehicle, PageRequest, Vehicle, VehiclePatch};
 
 use crate::CellState;
-
-pub(crate) fn routes() -> Router<CellState> {
-    Router::new()
-        .route("/api/v1/vehicles", get(list).post(create))
-        .route(
-            "/api/v1/vehicles/{id}",
-            get(show).patch(update).delete(remove),
-        )
-}
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-#[derive(Deserialize)]
+/// A new vehicle.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct NewVehicleInput {
+    /// 1 to 100 characters.
     name: String,
+    /// The tracker's IMEI or the phone app's identifier; unique across the
+    /// platform.
     #[serde(default)]
     device_id: Option<String>,
     #[serde(default)]
@@ -38,12 +32,14 @@ struct CreateBody {
     #[serde(default)]
     group: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     attributes: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+/// Changes to a vehicle: absent fields stay, `null` clears.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PatchBody {
+pub(crate) struct VehiclePatchInput {
     #[serde(default)]
     name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -53,21 +49,24 @@ struct PatchBody {
     #[serde(default, deserialize_with = "double_option")]
     group: Option<Option<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     attributes: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+/// A page of vehicles, oldest first.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+pub(crate) struct PageParams {
+    /// 1 to 1,000; 100 when left out.
     limit: Option<u32>,
+    /// A `next_cursor` from the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ListBody {
-    data: Vec<Vehicle>,
-    next_cursor: Option<VehicleId>,
-}
+webhost_api::list_page!(
+    /// A page of vehicles.
+    pub(crate) struct VehiclePage of Vehicle
+);
 
 fn parse_optional(field: &'static str, raw: Option<String>) -> Result<Option<ShortText>, ApiError> {
     Ok(match raw {
@@ -151,147 +150,234 @@ impl CellState {
     }
 }
 
-async fn list(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    ApiQuery(params): ApiQuery<ListParams>,
-) -> Result<ApiJson<ListBody>, ApiError> {
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let after = params
-        .cursor
-        .map(|c| {
-            c.parse::<VehicleId>().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    "cursor must be a next_cursor from a previous page",
-                )
+pub(crate) struct ListVehicles;
+
+impl Operation<CellState> for ListVehicles {
+    type Params = PageParams;
+    type Body = NoBody;
+    type Output = VehiclePage;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/vehicles",
+        "vehicles",
+        "vehicles",
+        "The tenant's vehicles, a page at a time",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: PageParams,
+        _: NoBody,
+    ) -> Result<VehiclePage, ApiError> {
+        let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let after = params
+            .cursor
+            .map(|c| {
+                c.parse::<VehicleId>().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "cursor must be a next_cursor from a previous page",
+                    )
+                })
             })
+            .transpose()?;
+        let page = state
+            .store
+            .vehicles(caller.tenant, PageRequest { after, limit })
+            .await?;
+        Ok(VehiclePage {
+            data: page.data,
+            next_cursor: page.next_cursor.map(|id| id.to_string()),
         })
-        .transpose()?;
-    let Page { data, next_cursor } = state
-        .store
-        .vehicles(caller.tenant, PageRequest { after, limit })
-        .await?;
-    Ok(ApiJson(ListBody { data, next_cursor }))
+    }
 }
 
-async fn create(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    ApiJson(body): ApiJson<CreateBody>,
-) -> Result<(StatusCode, ApiJson<Vehicle>), ApiError> {
-    let vehicle = NewVehicle {
-        id: VehicleId::new(),
-        name: VehicleName::parse(&body.name)?,
-        device_id: parse_device(body.device_id)?,
-        plate: parse_optional("plate", body.plate)?,
-        group: parse_optional("group", body.group)?,
-        attributes: Attributes::parse(body.attributes.unwrap_or_default())?,
-    };
-    // Check the plan's limit before claiming, so a refused vehicle never
-    // touches the registry; the store checks again atomically.
-    let tenant = state.store.tenant(caller.tenant).await?;
-    if state.store.count_vehicles(caller.tenant).await? >= u64::from(tenant.max_vehicles) {
-        return Err(webhost_storage::Conflict::VehicleLimit {
-            limit: tenant.max_vehicles,
-        }
-        .into());
-    }
-    let mut claimed = None;
-    if let Some(device) = &vehicle.device_id {
-        if state.claim(caller.tenant, device, vehicle.id).await? {
-            claimed = Some(device.clone());
-        }
-    }
-    let created = state.store.create_vehicle(caller.tenant, vehicle).await;
-    state.directory.invalidate(caller.tenant).await;
-    match created {
-        Ok(created) => Ok((StatusCode::CREATED, ApiJson(created))),
-        Err(err) => {
-            if let Some(device) = &claimed {
-                state.release(caller.tenant, device).await;
+pub(crate) struct CreateVehicle;
+
+impl Operation<CellState> for CreateVehicle {
+    type Params = webhost_api::NoParams;
+    type Body = Json<NewVehicleInput>;
+    type Output = Vehicle;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Post,
+        "/api/v1/vehicles",
+        "createVehicle",
+        "vehicles",
+        "Registers a vehicle (within the plan's vehicle limit)",
+    )
+    .status(StatusCode::CREATED);
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        _: webhost_api::NoParams,
+        Json(body): Json<NewVehicleInput>,
+    ) -> Result<Vehicle, ApiError> {
+        let vehicle = NewVehicle {
+            id: VehicleId::new(),
+            name: VehicleName::parse(&body.name)?,
+            device_id: parse_device(body.device_id)?,
+            plate: parse_optional("plate", body.plate)?,
+            group: parse_optional("group", body.group)?,
+            attributes: Attributes::parse(body.attributes.unwrap_or_default())?,
+        };
+        // Check the plan's limit before claiming, so a refused vehicle never
+        // touches the registry; the store checks again atomically.
+        let tenant = state.store.tenant(caller.tenant).await?;
+        if state.store.count_vehicles(caller.tenant).await? >= u64::from(tenant.max_vehicles) {
+            return Err(webhost_storage::Conflict::VehicleLimit {
+                limit: tenant.max_vehicles,
             }
-            Err(err.into())
+            .into());
         }
-    }
-}
-
-async fn show(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-) -> Result<ApiJson<Vehicle>, ApiError> {
-    Ok(ApiJson(
-        state.store.vehicle(caller.tenant, vehicle_id(&id)?).await?,
-    ))
-}
-
-async fn update(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<PatchBody>,
-) -> Result<ApiJson<Vehicle>, ApiError> {
-    let id = vehicle_id(&id)?;
-    let patch = VehiclePatch {
-        name: body.name.as_deref().map(VehicleName::parse).transpose()?,
-        device_id: body.device_id.map(parse_device).transpose()?,
-        plate: body.plate.map(|p| parse_optional("plate", p)).transpose()?,
-        group: body.group.map(|g| parse_optional("group", g)).transpose()?,
-        attributes: body.attributes.map(Attributes::parse).transpose()?,
-    };
-    let current = state.store.vehicle(caller.tenant, id).await?;
-    let mut claimed = None;
-    if let Some(Some(device)) = &patch.device_id {
-        if current.device_id.as_ref() != Some(device)
-            && state.claim(caller.tenant, device, id).await?
-        {
-            claimed = Some(device.clone());
+        let mut claimed = None;
+        if let Some(device) = &vehicle.device_id {
+            if state.claim(caller.tenant, device, vehicle.id).await? {
+                claimed = Some(device.clone());
+            }
         }
-    }
-    let updated = state.store.update_vehicle(caller.tenant, id, patch).await;
-    state.directory.invalidate(caller.tenant).await;
-    match updated {
-        Ok(updated) => {
-            if let Some(old) = &current.device_id {
-                if updated.device_id.as_ref() != Some(old) {
-                    state.release(caller.tenant, old).await;
+        let created = state.store.create_vehicle(caller.tenant, vehicle).await;
+        state.directory.invalidate(caller.tenant).await;
+        match created {
+            Ok(created) => Ok(created),
+            Err(err) => {
+                if let Some(device) = &claimed {
+                    state.release(caller.tenant, device).await;
                 }
+                Err(err.into())
             }
-            Ok(ApiJson(updated))
-        }
-        Err(err) => {
-            if let Some(device) = &claimed {
-                state.release(caller.tenant, device).await;
-            }
-            Err(err.into())
         }
     }
 }
 
-async fn remove(
-    caller: TenantCaller,
-    State(state): State<CellState>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let deleted = state
-        .store
-        .delete_vehicle(caller.tenant, vehicle_id(&id)?)
-        .await?;
-    state.directory.invalidate(caller.tenant).await;
-    state
-        .ingest
-        .latest()
-        .forget_vehicle(caller.tenant, deleted.id)
-        .await;
-    if let Some(device) = &deleted.device_id {
-        state.release(caller.tenant, device).await;
+pub(crate) struct ShowVehicle;
+
+impl Operation<CellState> for ShowVehicle {
+    type Params = ById;
+    type Body = NoBody;
+    type Output = Vehicle;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/vehicles/{id}",
+        "vehicle",
+        "vehicles",
+        "One vehicle",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: ById,
+        _: NoBody,
+    ) -> Result<Vehicle, ApiError> {
+        Ok(state
+            .store
+            .vehicle(caller.tenant, vehicle_id(&params.id)?)
+            .await?)
     }
-    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) struct UpdateVehicle;
+
+impl Operation<CellState> for UpdateVehicle {
+    type Params = ById;
+    type Body = Json<VehiclePatchInput>;
+    type Output = Vehicle;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Patch,
+        "/api/v1/vehicles/{id}",
+        "updateVehicle",
+        "vehicles",
+        "Changes a vehicle; absent fields stay, null clears",
+    );
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: ById,
+        Json(body): Json<VehiclePatchInput>,
+    ) -> Result<Vehicle, ApiError> {
+        let id = vehicle_id(&params.id)?;
+        let patch = VehiclePatch {
+            name: body.name.as_deref().map(VehicleName::parse).transpose()?,
+            device_id: body.device_id.map(parse_device).transpose()?,
+            plate: body.plate.map(|p| parse_optional("plate", p)).transpose()?,
+            group: body.group.map(|g| parse_optional("group", g)).transpose()?,
+            attributes: body.attributes.map(Attributes::parse).transpose()?,
+        };
+        let current = state.store.vehicle(caller.tenant, id).await?;
+        let mut claimed = None;
+        if let Some(Some(device)) = &patch.device_id {
+            if current.device_id.as_ref() != Some(device)
+                && state.claim(caller.tenant, device, id).await?
+            {
+                claimed = Some(device.clone());
+            }
+        }
+        let updated = state.store.update_vehicle(caller.tenant, id, patch).await;
+        state.directory.invalidate(caller.tenant).await;
+        match updated {
+            Ok(updated) => {
+                if let Some(old) = &current.device_id {
+                    if updated.device_id.as_ref() != Some(old) {
+                        state.release(caller.tenant, old).await;
+                    }
+                }
+                Ok(updated)
+            }
+            Err(err) => {
+                if let Some(device) = &claimed {
+                    state.release(caller.tenant, device).await;
+                }
+                Err(err.into())
+            }
+        }
+    }
+}
+
+pub(crate) struct DeleteVehicle;
+
+impl Operation<CellState> for DeleteVehicle {
+    type Params = ById;
+    type Body = NoBody;
+    type Output = Deleted;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Delete,
+        "/api/v1/vehicles/{id}",
+        "deleteVehicle",
+        "vehicles",
+        "Deletes a vehicle with its history and releases its device",
+    )
+    .status(StatusCode::NO_CONTENT);
+
+    async fn call(
+        state: &CellState,
+        caller: &TenantCaller,
+        params: ById,
+        _: NoBody,
+    ) -> Result<Deleted, ApiError> {
+        let deleted = state
+            .store
+            .delete_vehicle(caller.tenant, vehicle_id(&params.id)?)
+            .await?;
+        state.directory.invalidate(caller.tenant).await;
+        state
+            .ingest
+            .latest()
+            .forget_vehicle(caller.tenant, deleted.id)
+            .await;
+        if let Some(device) = &deleted.device_id {
+            state.release(caller.tenant, device).await;
+        }
+        Ok(Deleted {
+            id: deleted.id.to_string(),
+        })
+    }
 }

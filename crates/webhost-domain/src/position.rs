@@ -29,7 +29,7 @@ fn within(field: &'static str, value: f64, min: f64, max: f64) -> Result<f64, Va
 }
 
 /// Everything of a position but who it belongs to.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fix {
     pub time: DateTime<Utc>,
     pub lat: f64,
@@ -109,7 +109,7 @@ impl Fix {
 }
 
 /// A stored position of a vehicle.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Position {
     pub vehicle_id: VehicleId,
     #[serde(flatten)]

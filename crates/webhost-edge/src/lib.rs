@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header;
 use axum::routing::get;
 use axum::Router;
 use webhost_http::auth::{InternalKeys, UserTokens};
@@ -56,10 +57,46 @@ impl EdgeState {
 pub fn router(state: EdgeState) -> Router {
     let router = Router::new()
         .route("/api/health", get(health))
+        .merge(docs())
+        .route(
+            webhost_cell::GRAPHQL_PATH,
+            get(|| async { webhost_api::graphiql_page(webhost_cell::GRAPHQL_PATH) })
+                .fallback(forward::forward),
+        )
         .fallback(forward::forward)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)
         .with_state(state);
     webhost_http::common_layers(router)
+}
+
+/// The API's descriptions, public: `GET /api/openapi.json` and the
+/// GraphQL schema as SDL at `GET /api/graphql/schema.graphql`, both derived
+/// from the fleet API's declarations (`webhost_cell::api`).
+fn docs() -> Router<EdgeState> {
+    let api = webhost_cell::api();
+    let openapi = api
+        .openapi()
+        .to_json()
+        .expect("the OpenAPI document serialises");
+    let sdl = api
+        .graphql()
+        .expect("the declared operations make a valid GraphQL schema")
+        .sdl();
+    Router::new()
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], openapi) }
+            }),
+        )
+        .route(
+            "/api/graphql/schema.graphql",
+            get(move || {
+                let sdl = sdl.clone();
+                async move { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], sdl) }
+            }),
+        )
 }
 
 async fn health(State(state): State<EdgeState>) -> HealthReport {

@@ -26,7 +26,7 @@ pub struct CellTenant {
     pub retention_days: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Vehicle {
     pub id: VehicleId,
     pub name: VehicleName,
@@ -90,7 +90,7 @@ pub struct HistoryQuery {
 }
 
 /// Averages over one time bucket of a vehicle's history.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PositionBucket {
     /// Start of the bucket.
     pub time: DateTime<Utc>,

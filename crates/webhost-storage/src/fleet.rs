@@ -60,7 +60,19 @@ pub enum CreateGeofenceError {
 }
 
 /// The `type` of an event (SPEC §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     GeofenceEnter,
@@ -113,7 +125,7 @@ impl From<EventKind> for EventType {
 
 /// An event, as stored and as the API shows it:
 /// `{id, type, vehicle_id, geofence_id?, time, position?}`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: EventId,
     #[serde(rename = "type")]

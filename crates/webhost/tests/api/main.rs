@@ -8,6 +8,7 @@ mod bad_input;
 mod devices;
 mod events;
 mod geofences;
+mod graphql;
 mod identity;
 mod isolation;
 mod live;
