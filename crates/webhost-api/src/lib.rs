@@ -173,7 +173,18 @@ pub fn json_answer<T: Serialize>(status: StatusCode, output: &T) -> Response {
     if status == StatusCode::NO_CONTENT {
         return status.into_response();
     }
-    (status, axum::Json(output)).into_response()
+    // Lists run to megabytes (a day's track is ~2 MB): start bigger than
+    // axum's 128 bytes so that the buffer is not regrown a dozen times.
+    let mut body = Vec::with_capacity(16 * 1024);
+    match serde_json::to_writer(&mut body, output) {
+        Ok(()) => (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(err) => ApiError::unexpected(err.into()).into_response(),
+    }
 }
 
 /// How an operation takes a request body.

@@ -31,6 +31,7 @@ fn within(field: &'static str, value: f64, min: f64, max: f64) -> Result<f64, Va
 /// Everything of a position but who it belongs to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fix {
+    #[serde(serialize_with = "rfc3339")]
     pub time: DateTime<Utc>,
     pub lat: f64,
     pub lon: f64,
@@ -46,6 +47,41 @@ pub struct Fix {
     /// vehicle.
     pub valid: bool,
     pub attributes: Attributes,
+}
+
+/// Serialises a time as chrono does (RFC 3339, `Z`, the fraction only when
+/// there is one) without going through `fmt`: a day's track has ~9,000 of
+/// them, and chrono's `Display` wrote them a character at a time.
+fn rfc3339<S: serde::Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    use chrono::{Datelike, Timelike};
+    let nanos = time.nanosecond();
+    let year = time.year();
+    if !(0..=9999).contains(&year) || nanos % 1_000_000 != 0 || nanos >= 1_000_000_000 {
+        // Sub-millisecond, leap-second or far-off times: chrono's own.
+        return serializer.collect_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, value: u32, digits: usize| {
+        let mut value = value;
+        for i in (0..digits).rev() {
+            out[at + i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, year.unsigned_abs(), 4);
+    put(5, time.month(), 2);
+    put(8, time.day(), 2);
+    put(11, time.hour(), 2);
+    put(14, time.minute(), 2);
+    put(17, time.second(), 2);
+    let text = if nanos == 0 {
+        out[19] = b'Z';
+        &out[..20]
+    } else {
+        put(20, nanos / 1_000_000, 3);
+        &out[..]
+    };
+    serializer.serialize_str(std::str::from_utf8(text).unwrap_or_default())
 }
 
 /// The raw numbers of a report, before parsing.
@@ -119,6 +155,32 @@ pub struct Position {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_serialise_as_chrono_does() {
+        for text in [
+            "2026-11-21T08:00:00Z",
+            "2026-11-21T08:00:00.120Z",
+            "0001-01-01T00:00:00.001Z",
+            "9999-12-31T23:59:59.999Z",
+            "2024-02-29T12:34:56.000007Z",
+        ] {
+            let time: DateTime<Utc> = text.parse().expect("time");
+            let fix = Fix {
+                time,
+                lat: 0.0,
+                lon: 0.0,
+                speed: None,
+                heading: None,
+                altitude: None,
+                accuracy: None,
+                valid: true,
+                attributes: Attributes::default(),
+            };
+            let ours = serde_json::to_value(&fix).expect("json")["time"].clone();
+            assert_eq!(ours, serde_json::to_value(time).expect("chrono"), "{text}");
+        }
+    }
 
     fn raw(lat: f64, lon: f64) -> RawFix {
         RawFix {

@@ -14,33 +14,43 @@ use webhost_storage::{
 
 use crate::{corrupt, unexpected};
 
-pub(crate) const COLUMNS: &str =
-    "vehicle_id, time, lat, lon, speed, heading, altitude, accuracy, valid, attributes";
+/// A fix's columns, in the order [`fix_from_row`] reads them. Empty
+/// attributes come back as NULL, so the common case decodes no JSON.
+const FIX_COLUMNS: &str =
+    "time, lat, lon, speed, heading, altitude, accuracy, valid, NULLIF(attributes, '{}'::jsonb)";
 
 const UNNEST: &str = "SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[], \
      $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], \
      $10::bool[], $11::jsonb[])";
 
+/// A position from `vehicle_id, {FIX_COLUMNS}`.
 pub(crate) fn position_from_row(row: &PgRow) -> StorageResult<Position> {
-    let attributes: Option<serde_json::Value> = row.try_get("attributes").map_err(unexpected)?;
+    Ok(Position {
+        vehicle_id: VehicleId::from_uuid(row.try_get(0).map_err(unexpected)?),
+        fix: fix_from_row(row, 1)?,
+    })
+}
+
+/// The fix in `FIX_COLUMNS` from column `first` on. Columns are read by
+/// index: a day's track is ~9,000 rows of nine columns, and looking each
+/// name up was a measurable share of reading it.
+fn fix_from_row(row: &PgRow, first: usize) -> StorageResult<Fix> {
+    let attributes: Option<serde_json::Value> = row.try_get(first + 8).map_err(unexpected)?;
     let attributes = match attributes {
         Some(serde_json::Value::Object(map)) => Attributes::from_trusted(map),
         None => Attributes::default(),
         Some(other) => return Err(corrupt("attributes", &other.to_string())),
     };
-    Ok(Position {
-        vehicle_id: VehicleId::from_uuid(row.try_get("vehicle_id").map_err(unexpected)?),
-        fix: Fix {
-            time: row.try_get("time").map_err(unexpected)?,
-            lat: row.try_get("lat").map_err(unexpected)?,
-            lon: row.try_get("lon").map_err(unexpected)?,
-            speed: row.try_get("speed").map_err(unexpected)?,
-            heading: row.try_get("heading").map_err(unexpected)?,
-            altitude: row.try_get("altitude").map_err(unexpected)?,
-            accuracy: row.try_get("accuracy").map_err(unexpected)?,
-            valid: row.try_get("valid").map_err(unexpected)?,
-            attributes,
-        },
+    Ok(Fix {
+        time: row.try_get(first).map_err(unexpected)?,
+        lat: row.try_get(first + 1).map_err(unexpected)?,
+        lon: row.try_get(first + 2).map_err(unexpected)?,
+        speed: row.try_get(first + 3).map_err(unexpected)?,
+        heading: row.try_get(first + 4).map_err(unexpected)?,
+        altitude: row.try_get(first + 5).map_err(unexpected)?,
+        accuracy: row.try_get(first + 6).map_err(unexpected)?,
+        valid: row.try_get(first + 7).map_err(unexpected)?,
+        attributes,
     })
 }
 
@@ -218,7 +228,8 @@ impl crate::PgCellStore {
         tenant: TenantId,
     ) -> StorageResult<Vec<Position>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM latest_positions WHERE tenant_id = $1 ORDER BY vehicle_id"
+            "SELECT vehicle_id, {FIX_COLUMNS} FROM latest_positions WHERE tenant_id = $1 \
+             ORDER BY vehicle_id"
         ))
         .bind(tenant.as_uuid())
         .fetch_all(&self.pool)
@@ -235,7 +246,7 @@ impl crate::PgCellStore {
     ) -> StorageResult<Page<Position, DateTime<Utc>>> {
         let limit = query.limit.max(1);
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM positions WHERE vehicle_id = $1 AND tenant_id = $2 \
+            "SELECT {FIX_COLUMNS} FROM positions WHERE vehicle_id = $1 AND tenant_id = $2 \
              AND time >= $3 AND time < $4 AND ($5::timestamptz IS NULL OR time > $5) \
              ORDER BY time LIMIT $6"
         ))
@@ -250,7 +261,12 @@ impl crate::PgCellStore {
         .map_err(unexpected)?;
         let mut data = rows
             .iter()
-            .map(position_from_row)
+            .map(|row| {
+                Ok(Position {
+                    vehicle_id: vehicle,
+                    fix: fix_from_row(row, 0)?,
+                })
+            })
             .collect::<StorageResult<Vec<_>>>()?;
         let next_cursor = if data.len() > limit as usize {
             data.truncate(limit as usize);

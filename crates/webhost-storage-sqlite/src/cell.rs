@@ -13,6 +13,7 @@ use webhost_storage::{
     VehicleRef, VehicleTracking,
 };
 
+use crate::bulk_read::BulkReader;
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/cell");
@@ -21,12 +22,20 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/cell");
 #[derive(Clone)]
 pub struct SqliteCellStore {
     pub(crate) pools: Pools,
+    /// Long reads (history) on `rusqlite`; see `bulk_read.rs`.
+    pub(crate) bulk: BulkReader,
 }
 
 impl SqliteCellStore {
     pub async fn open(location: &str) -> anyhow::Result<Self> {
+        let pools = open_pools(location, &MIGRATOR).await?;
         Ok(Self {
-            pools: open_pools(location, &MIGRATOR).await?,
+            bulk: BulkReader::new(
+                crate::connect_options(location)?
+                    .get_filename()
+                    .to_path_buf(),
+            ),
+            pools,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! sequences such as the vehicle limit need no retry loop); a small pool
 //! serves reads concurrently under WAL.
 
+mod bulk_read;
 mod cell;
 mod control;
 mod fleet;
@@ -65,7 +66,9 @@ async fn open_pools(location: &str, migrator: &sqlx::migrate::Migrator) -> anyho
         .with_context(|| format!("migrating SQLite database {location}"))?;
     let reader = SqlitePoolOptions::new()
         .max_connections(4)
-        .connect_with(options.read_only(true))
+        // Rows cross from sqlx's worker thread in a bounded channel; the
+        // default 50 wakes the reading task every few rows of a long history.
+        .connect_with(options.read_only(true).row_buffer_size(1024))
         .await
         .with_context(|| format!("opening SQLite database {location} for reading"))?;
     Ok(Pools { writer, reader })
