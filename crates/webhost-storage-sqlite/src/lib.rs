@@ -57,7 +57,10 @@ async fn open_pools(location: &str, migrator: &sqlx::migrate::Migrator) -> anyho
     let options = connect_options(location)?;
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(options.clone())
+        // Checkpoint every ~40 MB of WAL instead of every 4 MB: ingest
+        // commits rewrite the same hot pages (each vehicle's newest leaf), and
+        // a checkpoint writes each page once however often it changed.
+        .connect_with(options.clone().pragma("wal_autocheckpoint", "10000"))
         .await
         .with_context(|| format!("opening SQLite database {location}"))?;
     migrator
