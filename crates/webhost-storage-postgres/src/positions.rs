@@ -112,6 +112,123 @@ impl Columns {
     }
 }
 
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+/// Stores a group's positions in one binary `COPY`, betting that none is
+/// stored yet, and says which rows were stored (repeats inside the group
+/// count once, the first).
+///
+/// `INSERT … ON CONFLICT DO NOTHING RETURNING` pays a speculative insertion
+/// and a returned row per position; a `COPY` is several times cheaper
+/// (docs/BENCHMARKS.md). Positions are almost always new; when one is a
+/// resend of a stored one, the unique key stops the `COPY`, the caller
+/// rolls back to the savepoint taken here and uses [`insert_on_conflict`].
+async fn copy_new_rows(
+    tx: &mut sqlx::PgConnection,
+    rows: &[NewPosition],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut seen: HashSet<(VehicleId, DateTime<Utc>)> = HashSet::with_capacity(rows.len());
+    let stored: Vec<bool> = rows
+        .iter()
+        .map(|r| seen.insert((r.position.vehicle_id, r.position.fix.time)))
+        .collect();
+    let new = rows
+        .iter()
+        .zip(&stored)
+        .filter(|(_, s)| **s)
+        .map(|(r, _)| r);
+    let body = binary_copy(new).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    sqlx::query("SAVEPOINT copy_positions")
+        .execute(&mut *tx)
+        .await?;
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY positions (vehicle_id, time, tenant_id, lat, lon, speed, heading, altitude, \
+             accuracy, valid, attributes) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    copy.send(body).await?;
+    copy.finish().await?;
+    Ok(stored)
+}
+
+/// The row-by-row way: `ON CONFLICT DO NOTHING`, with the stored keys
+/// returned.
+async fn insert_on_conflict(
+    tx: &mut sqlx::PgConnection,
+    rows: &[NewPosition],
+) -> StorageResult<Vec<bool>> {
+    let sql = format!(
+        "INSERT INTO positions (vehicle_id, time, tenant_id, lat, lon, speed, heading, \
+         altitude, accuracy, valid, attributes) {UNNEST} \
+         ON CONFLICT (vehicle_id, time) DO NOTHING RETURNING vehicle_id, time"
+    );
+    let inserted = Columns::of(rows)
+        .bind(sqlx::query(&sql))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unexpected)?;
+    let mut returned: HashSet<(VehicleId, DateTime<Utc>)> = HashSet::with_capacity(inserted.len());
+    for row in inserted {
+        returned.insert((
+            VehicleId::from_uuid(row.try_get("vehicle_id").map_err(unexpected)?),
+            row.try_get("time").map_err(unexpected)?,
+        ));
+    }
+    Ok(mark_stored(rows, returned))
+}
+
+/// Rows in PostgreSQL's binary `COPY` format, in the column order of
+/// `copy_new_rows`'s statement.
+fn binary_copy<'a>(
+    rows: impl Iterator<Item = &'a NewPosition>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+    const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes()); // flags
+    out.extend_from_slice(&0i32.to_be_bytes()); // header extension
+    let field = |out: &mut Vec<u8>, bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    };
+    let float = |out: &mut Vec<u8>, value: Option<f64>| match value {
+        Some(v) => field(out, &v.to_be_bytes()),
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    };
+    for row in rows {
+        let fix = &row.position.fix;
+        out.extend_from_slice(&11i16.to_be_bytes());
+        field(&mut out, row.position.vehicle_id.as_uuid().as_bytes());
+        field(
+            &mut out,
+            &(fix.time.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes(),
+        );
+        field(&mut out, row.tenant_id.as_uuid().as_bytes());
+        float(&mut out, Some(fix.lat));
+        float(&mut out, Some(fix.lon));
+        float(&mut out, fix.speed);
+        float(&mut out, fix.heading);
+        float(&mut out, fix.altitude);
+        float(&mut out, fix.accuracy);
+        field(&mut out, &[u8::from(fix.valid)]);
+        if fix.attributes.as_map().is_empty() {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+        } else {
+            // jsonb's binary form: a version byte, then the JSON text.
+            let mut json = vec![1u8];
+            serde_json::to_writer(&mut json, fix.attributes.as_map())?;
+            field(&mut out, &json);
+        }
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(out)
+}
+
 fn partition_name(day: NaiveDate) -> String {
     format!("positions_p{}", day.format("%Y%m%d"))
 }
@@ -184,25 +301,19 @@ impl crate::PgCellStore {
         tx: &mut sqlx::PgConnection,
         rows: &[NewPosition],
     ) -> StorageResult<Vec<bool>> {
-        let sql = format!(
-            "INSERT INTO positions (vehicle_id, time, tenant_id, lat, lon, speed, heading, \
-             altitude, accuracy, valid, attributes) {UNNEST} \
-             ON CONFLICT (vehicle_id, time) DO NOTHING RETURNING vehicle_id, time"
-        );
-        let inserted = Columns::of(rows)
-            .bind(sqlx::query(&sql))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unexpected)?;
-        let mut returned: HashSet<(VehicleId, DateTime<Utc>)> =
-            HashSet::with_capacity(inserted.len());
-        for row in inserted {
-            returned.insert((
-                VehicleId::from_uuid(row.try_get("vehicle_id").map_err(unexpected)?),
-                row.try_get("time").map_err(unexpected)?,
-            ));
-        }
-        let stored = mark_stored(rows, returned);
+        let stored = match copy_new_rows(tx, rows).await {
+            Ok(stored) => stored,
+            Err(err) if is_unique_violation(&err) => {
+                // A resend of something already stored: undo the COPY and
+                // let ON CONFLICT sort the group out row by row.
+                sqlx::query("ROLLBACK TO SAVEPOINT copy_positions")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unexpected)?;
+                insert_on_conflict(tx, rows).await?
+            }
+            Err(err) => return Err(unexpected(err)),
+        };
         let newest = newest_valid_per_vehicle(rows, &stored);
         if !newest.is_empty() {
             let sql = format!(

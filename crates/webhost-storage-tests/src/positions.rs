@@ -100,6 +100,17 @@ pub async fn positions_are_stored_once_and_read_back_in_order(store: &dyn CellSt
     );
     let again = insert(store, &batch[1..2]).await.expect("insert again");
     assert_eq!(again, [false], "a resent position is stored once");
+    // A resend mixed with new positions: the new ones are stored (the
+    // PostgreSQL backend's COPY stops at the resend and falls back).
+    let newer = at(
+        tenant,
+        vehicle,
+        fix(t0() + Duration::seconds(30), 52.523, 13.407),
+    );
+    let mixed = insert(store, &[batch[0].clone(), newer.clone(), newer.clone()])
+        .await
+        .expect("insert mixed");
+    assert_eq!(mixed, [false, true, false]);
 
     let got = history(store, tenant, vehicle).await;
     let times: Vec<_> = got.iter().map(|p| p.fix.time).collect();
@@ -108,7 +119,8 @@ pub async fn positions_are_stored_once_and_read_back_in_order(store: &dyn CellSt
         [
             t0(),
             t0() + Duration::seconds(10),
-            t0() + Duration::seconds(20)
+            t0() + Duration::seconds(20),
+            t0() + Duration::seconds(30)
         ]
     );
     assert_eq!(
