@@ -31,26 +31,43 @@ pub struct EdgeParts {
     pub redis: Option<redis::aio::ConnectionManager>,
 }
 
+/// The edge's shared state. axum clones it for every request (twice on the
+/// device listener), so all of it sits behind one `Arc`: a clone is a
+/// reference count, not copies of the token keys and validation rules.
 #[derive(Clone)]
-pub struct EdgeState {
+pub struct EdgeState(Arc<Shared>);
+
+/// What [`EdgeState`] holds; nothing of it is public.
+pub struct Shared {
     store: Arc<dyn ControlStore>,
     tokens: UserTokens,
     client: InternalClient,
-    control_url: Arc<str>,
-    region: Arc<str>,
+    control_url: String,
+    region: String,
     redis: Option<redis::aio::ConnectionManager>,
+    devices: devices::Devices,
+}
+
+impl std::ops::Deref for EdgeState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl EdgeState {
     pub fn new(parts: EdgeParts) -> Self {
-        Self {
+        let client = InternalClient::new(parts.keys, "edge");
+        Self(Arc::new(Shared {
+            devices: devices::Devices::new(client.clone()),
             store: parts.store,
             tokens: parts.tokens,
-            client: InternalClient::new(parts.keys, "edge"),
-            control_url: parts.control_url.into(),
-            region: parts.region.into(),
+            client,
+            control_url: parts.control_url,
+            region: parts.region,
             redis: parts.redis,
-        }
+        }))
     }
 }
 

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeZone, Utc};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use webhost_protocols::teltonika::{self, AvlPacket, AvlRecord, Codec, IoValue};
 
-use crate::helpers::{Account, TestApp};
+use crate::helpers::{device, Account, TestApp};
 use crate::stories;
 
 stories!(
@@ -18,6 +18,9 @@ stories!(
     osmand_refuses_unknown_devices_and_bad_reports,
     teltonika_acks_what_was_stored,
     teltonika_refuses_unknown_devices_and_broken_packets,
+    osmand_fixes_follow_a_device_to_its_new_owner,
+    teltonika_fixes_follow_a_device_to_its_new_owner,
+    cells_store_batched_fixes_only_for_the_tenant_that_owns_the_device,
 );
 
 const OSMAND_DEVICE: &str = "868683020000001";
@@ -333,5 +336,193 @@ async fn teltonika_refuses_unknown_devices_and_broken_packets(app: TestApp) {
             .await
             .len(),
         1
+    );
+}
+
+async fn delete_vehicle(app: &TestApp, account: &Account, vehicle: &str) {
+    let deleted = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/vehicles/{vehicle}"),
+            Some(&account.token),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+}
+
+/// The edge remembers which tenant a device belongs to for a few seconds;
+/// a device that changes owner meanwhile must have its fixes stored for
+/// the new owner (the old owner's cell refuses them, the edge looks again),
+/// and a released device must be refused as unknown.
+async fn osmand_fixes_follow_a_device_to_its_new_owner(app: TestApp) {
+    let (first, second) = (
+        app.signup("starter", "US").await,
+        app.signup("starter", "US").await,
+    );
+    let phone = device();
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let t0 = Utc::now().timestamp() - 60;
+    let report = |t: i64| format!("GET /?id={phone}&lat=52.5&lon=13.4&timestamp={t}");
+
+    let old_van = vehicle(&app, &first, &phone).await;
+    assert_eq!(osmand(&app, &report(t0)).await.status(), StatusCode::OK);
+    // The device moves to another tenant while the edge still knows it as
+    // the first one's.
+    delete_vehicle(&app, &first, &old_van).await;
+    let new_van = vehicle(&app, &second, &phone).await;
+    assert_eq!(osmand(&app, &report(t0 + 1)).await.status(), StatusCode::OK);
+    let stored = history(&app, &second, &new_van, since).await;
+    assert_eq!(stored.len(), 1, "stored for the new owner: {stored:?}");
+    assert_eq!(
+        stored[0]["time"],
+        Utc.timestamp_opt(t0 + 1, 0)
+            .single()
+            .expect("time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+
+    // Moved between the second tenant's own vehicles: the new one gets it.
+    let cleared = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/vehicles/{new_van}"),
+            Some(&second.token),
+            Some(serde_json::json!({ "device_id": null })),
+        )
+        .await;
+    assert_eq!(cleared.status, StatusCode::OK, "{}", cleared.body);
+    let newest_van = vehicle(&app, &second, &phone).await;
+    assert_eq!(osmand(&app, &report(t0 + 2)).await.status(), StatusCode::OK);
+    assert_eq!(history(&app, &second, &newest_van, since).await.len(), 1);
+    assert_eq!(history(&app, &second, &new_van, since).await.len(), 1);
+
+    // Released: refused as unknown, as the protocol expects, and not stored.
+    delete_vehicle(&app, &second, &newest_van).await;
+    let refused = osmand(&app, &report(t0 + 3)).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body: Value = refused.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], "unknown_device", "{body}");
+    assert_eq!(history(&app, &second, &new_van, since).await.len(), 1);
+}
+
+async fn teltonika_fixes_follow_a_device_to_its_new_owner(app: TestApp) {
+    let (first, second) = (
+        app.signup("business", "US").await,
+        app.signup("business", "US").await,
+    );
+    let imei = "356307042449999";
+    let old_van = vehicle(&app, &first, imei).await;
+    let (mut stream, answer) = connect(&app, imei).await;
+    assert_eq!(answer, teltonika::ACCEPT);
+    let base = (Utc::now() - chrono::Duration::minutes(5))
+        .duration_trunc(chrono::Duration::seconds(1))
+        .expect("trunc");
+    let packet = |offset: i64| {
+        teltonika::encode_avl(&AvlPacket {
+            codec: Codec::Codec8,
+            records: vec![record(base + chrono::Duration::seconds(offset), 48.1, 7)],
+        })
+        .expect("encode")
+    };
+    stream.write_all(&packet(0)).await.expect("send");
+    assert_eq!(ack(&mut stream).await, Some(1));
+
+    // Same connection, new owner: the next packet is the second tenant's.
+    delete_vehicle(&app, &first, &old_van).await;
+    let new_van = vehicle(&app, &second, imei).await;
+    stream.write_all(&packet(10)).await.expect("send");
+    assert_eq!(ack(&mut stream).await, Some(1), "stored for the new owner");
+    let stored = history(&app, &second, &new_van, base - chrono::Duration::minutes(1)).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+}
+
+/// The edge batches fixes of many devices (and tenants) into one call to a
+/// cell, naming the tenant per item; the cell checks every item against that
+/// tenant's own vehicles, so a wrong (stale) tenant gets the fix refused,
+/// never stored under it. And only the edge may post such batches.
+async fn cells_store_batched_fixes_only_for_the_tenant_that_owns_the_device(app: TestApp) {
+    use webhost_domain::TenantId;
+    use webhost_http::auth::{InternalKeys, INTERNAL_HEADER};
+
+    let (owner, other) = (
+        app.signup("hobby", "DE").await,
+        app.signup("hobby", "DE").await,
+    );
+    let tracker = device();
+    let van = vehicle(&app, &owner, &tracker).await;
+    let (owner_id, other_id): (TenantId, TenantId) = (
+        owner.tenant_id.parse().expect("uuid"),
+        other.tenant_id.parse().expect("uuid"),
+    );
+    let route = app.app.store.route(owner_id).await.expect("route");
+    assert_eq!(
+        app.app.store.route(other_id).await.expect("route").cell_id,
+        route.cell_id,
+        "both tenants on one cell, so one call can carry both"
+    );
+
+    let keys = InternalKeys::derive(app.settings.secret_key_base().expect("secret").as_bytes());
+    let path = "/internal/v1/device-positions/batch";
+    let url = format!("{}{path}", route.cell_url);
+    let audience = webhost_cell::audience(route.cell_id);
+    let post = |issuer: &'static str, tenant: Option<TenantId>, body: Value| {
+        let credential = keys
+            .mint(issuer, &audience, &Method::POST, path, tenant, None)
+            .expect("mint");
+        let request = app
+            .client
+            .post(&url)
+            .header(INTERNAL_HEADER, credential)
+            .json(&body);
+        async move { TestApp::answer(request.send().await.expect("sent")).await }
+    };
+    let base = Utc::now() - chrono::Duration::minutes(5);
+    let fix = |seconds: i64| {
+        serde_json::to_value(webhost_protocols::Fix {
+            device_id: tracker.clone(),
+            time: base + chrono::Duration::seconds(seconds),
+            lat: 52.5,
+            lon: 13.4,
+            speed_kmh: None,
+            heading: None,
+            altitude: None,
+            accuracy: None,
+            valid: true,
+            attributes: serde_json::Map::new(),
+        })
+        .expect("fix")
+    };
+    let body = serde_json::json!([
+        [other_id, [fix(1)]],
+        [owner_id, [fix(2)]],
+        [TenantId::new(), [fix(3)]],
+    ]);
+
+    // Only the edge posts batches, and a tenant-bound credential only its own.
+    let refused = post("control", None, body.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let refused = post("edge", Some(owner_id), body.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+
+    let answer = post("edge", None, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let items = answer.body.as_array().expect("one answer per item");
+    assert_eq!(items.len(), 3, "{}", answer.body);
+    assert_eq!(items[0]["accepted"], 0, "not the other tenant's device");
+    assert_eq!(items[0]["unknown_devices"], serde_json::json!([0]));
+    assert_eq!(items[1]["accepted"], 1, "the owner's");
+    assert!(items[1].get("unknown_devices").is_none(), "{}", items[1]);
+    assert_eq!(items[2]["accepted"], 0, "a tenant this cell does not have");
+    assert_eq!(items[2]["unknown_devices"], serde_json::json!([0]));
+
+    let stored = history(&app, &owner, &van, base - chrono::Duration::minutes(1)).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let latest = app.get("/api/v1/positions/latest", &other.token).await;
+    assert_eq!(
+        latest.body["data"],
+        serde_json::json!([]),
+        "{}",
+        latest.body
     );
 }

@@ -1,0 +1,215 @@
+//! Device → (tenant, cell) for the device listeners, kept in memory for a
+//! few seconds so a steady stream of fixes reads nothing from the control
+//! store.
+//!
+//! **Why a stale entry is safe.** The cell stores a fix only if its device
+//! belongs to a vehicle of the tenant the fix was sent for, according to the
+//! cell's own directory (`webhost-cell/src/devices.rs`); the directory is
+//! invalidated on every vehicle write, before the device is released in the
+//! registry. So an entry that still names the device's previous tenant can
+//! only make the cell refuse the fix (`unknown_devices`), never store it
+//! under the wrong tenant; on such a refusal the caller drops the entry and
+//! looks the device up once more before answering the device.
+//!
+//! What a refusal does not catch is a tenant moved to another cell while its
+//! old copy still accepts writes. Routes do not change today (they are
+//! written once, at signup). The tenant move (SPEC §6) freezes the tenant's
+//! writes at the edge, and must drop the tenant's entries when it does: the
+//! TTL alone would let fixes land in the old copy for up to [`TTL`] after
+//! the switch.
+//!
+//! Only devices that were found are kept: an unknown device is looked up
+//! every time, so a device registered a moment ago is accepted at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use webhost_domain::{CellId, TenantId};
+
+/// How long an entry is trusted without asking the control store again.
+pub(crate) const TTL: Duration = Duration::from_secs(5);
+/// Devices remembered at most; beyond it, new devices go uncached until a
+/// sweep of the expired entries makes room.
+pub(crate) const CAPACITY: usize = 100_000;
+
+/// Where a cell is reached, as internal calls need it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct CellTarget {
+    pub id: CellId,
+    pub url: String,
+    /// The credential audience (`cell:<id>`), computed once.
+    pub audience: String,
+}
+
+impl CellTarget {
+    pub fn new(id: CellId, url: String) -> Self {
+        Self {
+            id,
+            url,
+            audience: webhost_cell::audience(id),
+        }
+    }
+}
+
+/// Where a device's fixes go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DeviceRoute {
+    pub tenant: TenantId,
+    pub cell: Arc<CellTarget>,
+}
+
+struct Entry {
+    route: DeviceRoute,
+    expires: Instant,
+}
+
+struct Entries {
+    /// Keyed by the device id as parsed (`DeviceId` trims), so every raw
+    /// spelling of one device shares an entry; at most 64 bytes each.
+    map: HashMap<Box<str>, Entry>,
+    /// A full map is swept at most once per TTL, so a flood of new devices
+    /// costs one pass over it, not one per request.
+    next_sweep: Instant,
+}
+
+pub(crate) struct RouteCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<Entries>,
+}
+
+impl RouteCache {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                next_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // Nothing in a critical section can leave the map half-updated, so
+        // a panic elsewhere while holding the lock does not poison meaning.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The device's route if it was looked up less than a TTL ago.
+    pub fn get(&self, device: &str, now: Instant) -> Option<DeviceRoute> {
+        let entries = self.lock();
+        let entry = entries.map.get(device)?;
+        (entry.expires > now).then(|| entry.route.clone())
+    }
+
+    /// Remembers what the control store just said about `device`.
+    pub fn insert(&self, device: &str, route: DeviceRoute, now: Instant) {
+        let mut entries = self.lock();
+        let expires = now + self.ttl;
+        if let Some(entry) = entries.map.get_mut(device) {
+            *entry = Entry { route, expires };
+            return;
+        }
+        if entries.map.len() >= self.capacity {
+            if now < entries.next_sweep {
+                return;
+            }
+            entries.map.retain(|_, entry| entry.expires > now);
+            entries.next_sweep = now + self.ttl;
+            if entries.map.len() >= self.capacity {
+                return;
+            }
+        }
+        entries.map.insert(device.into(), Entry { route, expires });
+    }
+
+    /// Drops `device`'s entry if it still says `refused` (the cell refused
+    /// that route), so an entry a concurrent lookup just refreshed stays.
+    pub fn invalidate(&self, device: &str, refused: &DeviceRoute) {
+        let mut entries = self.lock();
+        if entries
+            .map
+            .get(device)
+            .is_some_and(|entry| entry.route == *refused)
+        {
+            entries.map.remove(device);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(tenant: TenantId) -> DeviceRoute {
+        DeviceRoute {
+            tenant,
+            cell: Arc::new(CellTarget::new(CellId::new(), "http://cell".into())),
+        }
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let cache = RouteCache::new(Duration::from_secs(5), 10);
+        let start = Instant::now();
+        let a = route(TenantId::new());
+        cache.insert("dev-1", a.clone(), start);
+        assert_eq!(cache.get("dev-1", start), Some(a.clone()));
+        assert_eq!(
+            cache.get("dev-1", start + Duration::from_secs(4)),
+            Some(a.clone())
+        );
+        assert_eq!(cache.get("dev-1", start + Duration::from_secs(5)), None);
+        assert_eq!(cache.get("dev-2", start), None);
+        // A fresh lookup renews the entry.
+        cache.insert("dev-1", a.clone(), start + Duration::from_secs(5));
+        assert_eq!(cache.get("dev-1", start + Duration::from_secs(9)), Some(a));
+    }
+
+    #[test]
+    fn a_refused_route_is_dropped_but_a_refreshed_one_stays() {
+        let cache = RouteCache::new(Duration::from_secs(5), 10);
+        let now = Instant::now();
+        let (old, new) = (route(TenantId::new()), route(TenantId::new()));
+        cache.insert("dev-1", old.clone(), now);
+        cache.invalidate("dev-1", &old);
+        assert_eq!(cache.get("dev-1", now), None);
+
+        // Another request already replaced the refused route: keep it.
+        cache.insert("dev-1", new.clone(), now);
+        cache.invalidate("dev-1", &old);
+        assert_eq!(cache.get("dev-1", now), Some(new));
+    }
+
+    #[test]
+    fn the_size_is_bounded_and_expired_entries_make_room() {
+        let cache = RouteCache::new(Duration::from_secs(5), 3);
+        let start = Instant::now();
+        let a = route(TenantId::new());
+        for device in ["d1", "d2", "d3"] {
+            cache.insert(device, a.clone(), start);
+        }
+        // Full of live entries: a new device is not kept, the others are.
+        cache.insert("d4", a.clone(), start + Duration::from_secs(1));
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get("d4", start + Duration::from_secs(1)), None);
+        assert!(cache.get("d1", start + Duration::from_secs(1)).is_some());
+        // Known devices are still refreshed while full.
+        cache.insert("d1", a.clone(), start + Duration::from_secs(2));
+        // Once the first entries expire, the next sweep makes room.
+        let later = start + Duration::from_secs(6);
+        cache.insert("d4", a.clone(), later);
+        assert_eq!(cache.get("d4", later), Some(a.clone()));
+        assert_eq!(cache.get("d1", later), Some(a));
+        assert_eq!(cache.len(), 2, "d2 and d3 expired and were swept");
+    }
+}
