@@ -12,7 +12,6 @@
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use webhost_api::{Endpoint, NoBody, Operation, Verb};
@@ -21,6 +20,7 @@ use webhost_http::auth::{ControlCaller, TenantCaller};
 use webhost_http::{ApiError, ApiJson};
 use webhost_storage::{Event, EventCursor, EventQuery, EventType, Page};
 
+use crate::positions::query_time;
 use crate::CellState;
 
 const DEFAULT_PAGE: u32 = 100;
@@ -58,19 +58,6 @@ webhost_api::list_page!(
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_query", message)
-}
-
-fn query_time(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    raw.map(|text| {
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                invalid(format!(
-                    "{name} must be an RFC 3339 time like 2024-11-21T00:00:00Z"
-                ))
-            })
-    })
-    .transpose()
 }
 
 /// `geofence_enter,overspeed` → the types; an unknown one names the allowed.
@@ -111,8 +98,8 @@ impl Operation<CellState> for ListEvents {
         params: EventParams,
         _: NoBody,
     ) -> Result<EventPage, ApiError> {
-        let from = query_time("from", params.from.as_deref())?;
-        let to = query_time("to", params.to.as_deref())?;
+        let from = query_time("from", &params.from)?;
+        let to = query_time("to", &params.to)?;
         if let (Some(from), Some(to)) = (from, to) {
             if from >= to {
                 return Err(invalid("from must be before to"));

@@ -18,6 +18,7 @@ use crate::trips::{Stop, Trip};
 
 use crate::directory::TenantDirectory;
 use crate::ingest::IngestError;
+use crate::vehicles::vehicle_id;
 use crate::CellState;
 
 /// Items one `POST /api/v1/positions` may carry.
@@ -342,7 +343,11 @@ pub(crate) struct HistoryParams {
     format: Option<String>,
 }
 
-fn query_time(name: &str, raw: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+/// An optional RFC 3339 query parameter.
+pub(crate) fn query_time(
+    name: &str,
+    raw: &Option<String>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     raw.as_deref()
         .map(|text| {
             DateTime::parse_from_rfc3339(text)
@@ -433,11 +438,6 @@ fn time_range(
     Ok((from, to))
 }
 
-fn parse_vehicle_id(raw: &str) -> Result<VehicleId, ApiError> {
-    // Anything that is not one of our ids cannot name a vehicle.
-    raw.parse().map_err(|_| ApiError::not_found("vehicle"))
-}
-
 pub(crate) struct History;
 
 impl Operation<CellState> for History {
@@ -458,7 +458,7 @@ impl Operation<CellState> for History {
         params: HistoryParams,
         _: NoBody,
     ) -> Result<PositionPage, ApiError> {
-        let vehicle_id = parse_vehicle_id(&params.vehicle_id)?;
+        let vehicle_id = vehicle_id(&params.vehicle_id)?;
         state.store.vehicle(caller.tenant, vehicle_id).await?;
         let (from, to) = time_range(&params.from, &params.to)?;
         if format_of(&params.format, &HeaderMap::new())? != Format::Json {
@@ -521,7 +521,7 @@ impl Operation<CellState> for History {
         Some(
             async {
                 let params: HistoryParams = request.params()?;
-                let vehicle_id = parse_vehicle_id(&params.vehicle_id)?;
+                let vehicle_id = vehicle_id(&params.vehicle_id)?;
                 let vehicle = state.store.vehicle(caller.tenant, vehicle_id).await?;
                 let (from, to) = time_range(&params.from, &params.to)?;
                 let all = all_positions(state, caller.tenant, vehicle_id, from, to).await?;
@@ -630,7 +630,7 @@ impl Operation<CellState> for PositionBuckets {
         params: BucketParams,
         _: NoBody,
     ) -> Result<BucketPage, ApiError> {
-        let vehicle_id = parse_vehicle_id(&params.vehicle_id)?;
+        let vehicle_id = vehicle_id(&params.vehicle_id)?;
         state.store.vehicle(caller.tenant, vehicle_id).await?;
         let (from, to) = time_range(&params.from, &params.to)?;
         let seconds = parse_bucket(&params.bucket)?;
@@ -666,7 +666,7 @@ async fn range(
     tenant: TenantId,
     params: &RangeParams,
 ) -> Result<Vec<Position>, ApiError> {
-    let vehicle_id = parse_vehicle_id(&params.vehicle_id)?;
+    let vehicle_id = vehicle_id(&params.vehicle_id)?;
     state.store.vehicle(tenant, vehicle_id).await?;
     let (from, to) = time_range(&params.from, &params.to)?;
     if to - from > Duration::days(31) {

@@ -79,7 +79,7 @@ fn parse_device(raw: Option<String>) -> Result<Option<DeviceId>, ApiError> {
     Ok(raw.as_deref().map(DeviceId::parse).transpose()?)
 }
 
-fn vehicle_id(raw: &str) -> Result<VehicleId, ApiError> {
+pub(crate) fn vehicle_id(raw: &str) -> Result<VehicleId, ApiError> {
     // Anything that is not one of our ids cannot name a vehicle.
     raw.parse().map_err(|_| ApiError::not_found("vehicle"))
 }
