@@ -32,7 +32,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use webhost_contract::{paths, DeviceIngestAnswer};
 use webhost_domain::{Attributes, DeviceId, Fix, Position, RawFix, TenantId};
 use webhost_http::auth::{Caller, TenantCaller};
 use webhost_http::{ApiError, ApiJson};
@@ -42,43 +42,10 @@ use webhost_storage::{NewPosition, StorageError};
 use crate::directory::TenantDirectory;
 use crate::CellState;
 
-/// The only issuer allowed to post fixes for several tenants at once: the
-/// edge decides which tenant a device belongs to.
-const EDGE_ISSUER: &str = "edge";
-
 pub(crate) fn routes() -> Router<CellState> {
     Router::new()
-        .route("/internal/v1/device-positions", post(ingest))
-        .route("/internal/v1/device-positions/batch", post(ingest_batch))
-}
-
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeviceIngestAnswer {
-    /// Stored now or already stored: what the device may be told.
-    pub accepted: usize,
-    pub duplicates: usize,
-    /// Per fix that was not stored: its index and why.
-    pub rejected: Vec<(usize, String)>,
-    /// The fixes (indexes, also in `rejected`) refused because their device
-    /// is not one of this tenant's vehicles here, or the tenant is not on
-    /// this cell: the sender's idea of the device's owner is out of date.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unknown_devices: Vec<usize>,
-}
-
-impl DeviceIngestAnswer {
-    /// Fixes one call may carry, over all its items (a Teltonika packet
-    /// holds at most 255). The edge sizes its batches with this.
-    pub const MAX_FIXES: usize = 1_000;
-
-    /// Every fix refused as not this tenant's (the answer to a stale route).
-    fn all_unknown(fixes: usize, why: &str) -> Self {
-        Self {
-            rejected: (0..fixes).map(|i| (i, why.to_string())).collect(),
-            unknown_devices: (0..fixes).collect(),
-            ..Self::default()
-        }
-    }
+        .route(paths::DEVICE_POSITIONS, post(ingest))
+        .route(paths::DEVICE_POSITIONS_BATCH, post(ingest_batch))
 }
 
 fn too_many(fixes: usize) -> Result<(), ApiError> {
@@ -190,7 +157,7 @@ async fn ingest_batch(
     State(state): State<CellState>,
     ApiJson(items): ApiJson<Vec<(TenantId, Vec<DeviceFix>)>>,
 ) -> Result<ApiJson<Vec<DeviceIngestAnswer>>, ApiError> {
-    if caller.issuer != EDGE_ISSUER {
+    if caller.issuer != webhost_contract::EDGE {
         return Err(ApiError::forbidden(
             "only the edge may post device fixes for several tenants",
         ));

@@ -27,7 +27,7 @@ const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1_000;
 
 pub(crate) fn routes() -> Router<CellState> {
-    Router::new().route("/internal/v1/sweeps/offline", post(sweep))
+    Router::new().route(webhost_contract::paths::OFFLINE_SWEEP, post(sweep))
 }
 
 /// Which events, a page at a time.

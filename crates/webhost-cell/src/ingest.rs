@@ -65,6 +65,7 @@
 //! [`Latest::forget_tenant`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +74,7 @@ use tokio::sync::{mpsc, oneshot, RwLock};
 use tracing::Instrument;
 use webhost_domain::{Attributes, EventId, Fix, Position, TenantId, VehicleId};
 use webhost_geofence::{GeofenceIndex, Tracker, VehicleState};
+use webhost_http::serve::Shutdown;
 use webhost_storage::{
     CellStore, Event, EventType, IngestBatch, NewEvent, NewPosition, StorageError, StorageResult,
     VehicleTracking,
@@ -124,7 +126,11 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn start(store: Arc<dyn CellStore>, bus: Bus) -> Self {
+    /// Starts the writer and the sweeper on `tasks`. The writer ends once
+    /// every handle is dropped (the server has drained its requests) and
+    /// what was queued is committed; the sweeper ends when `tasks` is
+    /// cancelled.
+    pub fn start(store: Arc<dyn CellStore>, bus: Bus, tasks: &Shutdown) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let geofences = GeofenceCache::new(store.clone());
         let tracking = Tracking::default();
@@ -136,8 +142,8 @@ impl Ingest {
             geofences: geofences.clone(),
             tracking,
         };
-        tokio::spawn(writer.run(receiver));
-        tokio::spawn(sweeper(queue.downgrade()));
+        tasks.spawn(writer.run(receiver));
+        tasks.spawn(sweeper(queue.downgrade(), tasks.wait()));
         Self {
             queue,
             latest,
@@ -183,12 +189,16 @@ impl Ingest {
 
 /// Asks the writer for an offline sweep every [`SWEEP_EVERY`]; stops with
 /// the writer (it holds no strong handle on the queue).
-async fn sweeper(queue: mpsc::WeakSender<Command>) {
+async fn sweeper(queue: mpsc::WeakSender<Command>, stop: impl Future<Output = ()>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
+    tokio::pin!(stop);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            () = &mut stop => return,
+        }
         let Some(queue) = queue.upgrade() else {
             return;
         };

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use webhost_contract::{paths, TenantLimits, TenantUsage};
 use webhost_domain::{PlanName, TenantId};
 use webhost_http::auth::ControlCaller;
 use webhost_http::{ApiError, ApiJson};
@@ -15,29 +15,10 @@ use crate::CellState;
 pub(crate) fn routes() -> Router<CellState> {
     Router::new()
         .route(
-            "/internal/v1/tenants/{id}",
+            paths::TENANT_ROUTE,
             get(get_tenant).put(put_tenant).delete(delete_tenant),
         )
-        .route("/internal/v1/stats", get(stats))
-}
-
-/// What the control plane tells a cell about a tenant.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantLimits {
-    pub plan: String,
-    pub max_vehicles: u32,
-    pub retention_days: u32,
-}
-
-/// What a cell reports about a tenant.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TenantUsage {
-    pub id: TenantId,
-    pub plan: String,
-    pub max_vehicles: u32,
-    pub retention_days: u32,
-    pub vehicles: u64,
+        .route(paths::STATS, get(stats))
 }
 
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {

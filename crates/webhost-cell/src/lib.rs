@@ -13,8 +13,6 @@ mod live;
 pub mod maintenance;
 mod positions;
 pub mod trips;
-pub use devices::DeviceIngestAnswer;
-pub use internal::{TenantLimits, TenantUsage};
 mod vehicles;
 
 use std::collections::BTreeMap;
@@ -28,6 +26,7 @@ use webhost_domain::CellId;
 use webhost_http::auth::{InternalAuth, InternalKeys};
 use webhost_http::client::InternalClient;
 use webhost_http::health::{HealthReport, ServiceHealth};
+use webhost_http::serve::Shutdown;
 use webhost_storage::CellStore;
 
 #[derive(Clone)]
@@ -55,11 +54,6 @@ impl FromRef<CellState> for InternalAuth {
     }
 }
 
-/// The audience a cell's internal credentials are minted for.
-pub fn audience(cell: CellId) -> String {
-    format!("cell:{cell}")
-}
-
 /// The tenant API: every resource's operations, declared once each; REST,
 /// OpenAPI and GraphQL are derived from this list.
 pub fn api() -> Api<CellState> {
@@ -83,27 +77,32 @@ pub fn api() -> Api<CellState> {
         .operation::<events::ListEvents>()
 }
 
-/// Where GraphQL requests go.
-pub const GRAPHQL_PATH: &str = "/api/graphql";
-
-pub fn router(store: Arc<dyn CellStore>, keys: Arc<InternalKeys>, config: CellConfig) -> Router {
+/// The cell's router. Its background work (the ingest writer, the offline
+/// sweeper, daily maintenance) runs on `tasks`: cancelled with it, and the
+/// writer commits everything it accepted before it ends.
+pub fn router(
+    store: Arc<dyn CellStore>,
+    keys: Arc<InternalKeys>,
+    config: CellConfig,
+    tasks: &Shutdown,
+) -> Router {
     let bus = live::Bus::default();
-    maintenance::spawn_daily(store.clone());
+    maintenance::spawn_daily(store.clone(), tasks);
     let state = CellState {
-        ingest: ingest::Ingest::start(store.clone(), bus.clone()),
+        ingest: ingest::Ingest::start(store.clone(), bus.clone(), tasks),
         bus,
         directory: directory::Directory::new(store.clone()),
         store,
         auth: InternalAuth {
             keys: keys.clone(),
-            audience: audience(config.cell_id),
+            audience: webhost_contract::cell_audience(config.cell_id),
         },
-        control: InternalClient::new(keys, "cell"),
+        control: InternalClient::new(keys, webhost_contract::CELL),
         config: Arc::new(config),
     };
     let api = api();
     let graphql = api
-        .graphql_router(GRAPHQL_PATH)
+        .graphql_router(webhost_contract::paths::GRAPHQL)
         .expect("the declared operations make a valid GraphQL schema");
     let router = Router::new()
         .route("/api/health", get(health))

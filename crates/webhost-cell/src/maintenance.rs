@@ -11,6 +11,7 @@ use axum::routing::post;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use webhost_http::auth::ControlCaller;
+use webhost_http::serve::Shutdown;
 use webhost_http::{ApiError, ApiJson};
 use webhost_storage::{CellStore, RetentionReport, StorageResult};
 
@@ -21,7 +22,7 @@ const EVERY: Duration = Duration::from_secs(24 * 3600);
 const FIRST_AFTER: Duration = Duration::from_secs(60);
 
 pub(crate) fn routes() -> Router<CellState> {
-    Router::new().route("/internal/v1/maintenance/retention", post(run_now))
+    Router::new().route(webhost_contract::paths::RETENTION, post(run_now))
 }
 
 /// Removes, for every tenant of the cell, the positions older than its plan
@@ -50,13 +51,20 @@ pub async fn retention(
     Ok(report)
 }
 
-/// Runs retention daily until the process ends.
-pub(crate) fn spawn_daily(store: Arc<dyn CellStore>) {
-    tokio::spawn(async move {
-        tokio::time::sleep(FIRST_AFTER).await;
+/// Runs retention daily until `tasks` is cancelled.
+pub(crate) fn spawn_daily(store: Arc<dyn CellStore>, tasks: &Shutdown) {
+    let stop = tasks.token();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(FIRST_AFTER) => {}
+            () = stop.cancelled() => return,
+        }
         let mut every = tokio::time::interval(EVERY);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                () = stop.cancelled() => return,
+            }
             if let Err(err) = store.prepare_ahead(Utc::now()).await {
                 tracing::error!(error = %err, "preparing storage ahead failed");
             }

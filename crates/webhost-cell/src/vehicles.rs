@@ -92,8 +92,8 @@ impl CellState {
         device: &DeviceId,
         vehicle: Option<VehicleId>,
     ) -> Result<StatusCode, ApiError> {
-        let path = format!("/internal/v1/devices/{device}");
-        let body = vehicle.map(|v| serde_json::json!({ "vehicle_id": v }));
+        let path = webhost_contract::paths::device(device);
+        let body = vehicle.map(|vehicle_id| webhost_contract::DeviceClaim { vehicle_id });
         let response = self
             .control
             .call(
@@ -101,7 +101,7 @@ impl CellState {
                     method,
                     base_url: &self.config.control_url,
                     path: &path,
-                    audience: "control",
+                    audience: webhost_contract::CONTROL,
                     tenant: Some(tenant),
                     subject: None,
                 },

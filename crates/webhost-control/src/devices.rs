@@ -3,18 +3,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use webhost_domain::{DeviceId, VehicleId};
+use webhost_contract::DeviceClaim;
+use webhost_domain::DeviceId;
 use webhost_http::auth::TenantCaller;
 use webhost_http::{ApiError, ApiJson};
 
 use crate::ControlState;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ClaimBody {
-    vehicle_id: VehicleId,
-}
 
 /// 201 when registered now, 200 when the tenant already held it, 409 when
 /// another tenant does.
@@ -22,7 +16,7 @@ pub(crate) async fn claim(
     caller: TenantCaller,
     State(state): State<ControlState>,
     Path(device): Path<String>,
-    ApiJson(body): ApiJson<ClaimBody>,
+    ApiJson(body): ApiJson<DeviceClaim>,
 ) -> Result<StatusCode, ApiError> {
     let device = DeviceId::parse(&device)?;
     let created = state

@@ -10,7 +10,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use webhost_contract::{hash_api_key, API_KEY_PREFIX};
 use webhost_domain::{
     ApiKeyId, CompanyName, CountryCode, Email, Password, PlanName, RegionCode, TenantId, UserId,
 };
@@ -22,10 +22,6 @@ use webhost_storage::{
 
 use crate::provider::place_tenant;
 use crate::ControlState;
-
-/// Every API key starts with this, so a key is recognisable in a config
-/// file or a leak scanner, and the edge tells keys from JWTs at a glance.
-pub const API_KEY_PREFIX: &str = "whk_";
 
 /// A freshly generated API key; the secret is shown once and never stored.
 pub struct ApiKeySecret {
@@ -45,12 +41,6 @@ impl ApiKeySecret {
             secret,
         }
     }
-}
-
-/// Keys are 192 random bits, so a fast hash is enough (no guessing to slow
-/// down), and lookup by hash never compares secrets byte by byte.
-pub fn hash_api_key(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
 }
 
 fn hash_password(password: &Password) -> anyhow::Result<String> {

@@ -18,11 +18,8 @@ use webhost_http::client::InternalClient;
 use webhost_http::health::{HealthReport, ServiceHealth};
 use webhost_storage::ControlStore;
 
-pub use identity::{hash_api_key, ApiKeySecret, API_KEY_PREFIX};
-pub use provider::{LocalDatabase, LocalProvider, Provisioner};
-
-/// The audience of internal credentials addressed to the control plane.
-pub const AUDIENCE: &str = "control";
+pub use identity::ApiKeySecret;
+pub use provider::{ensure_cells, provision_cell, Providers};
 
 #[derive(Clone)]
 pub struct ControlState {
@@ -30,7 +27,7 @@ pub struct ControlState {
     tokens: UserTokens,
     auth: InternalAuth,
     cells: InternalClient,
-    provisioner: Arc<dyn Provisioner>,
+    providers: Providers,
     login_limiter: Arc<identity::LoginLimiter>,
     region: String,
 }
@@ -45,7 +42,7 @@ pub struct ControlParts {
     pub store: Arc<dyn ControlStore>,
     pub tokens: UserTokens,
     pub keys: Arc<InternalKeys>,
-    pub provisioner: Arc<dyn Provisioner>,
+    pub providers: Providers,
     pub region: String,
 }
 
@@ -55,10 +52,10 @@ pub fn router(parts: ControlParts) -> Router {
         tokens: parts.tokens,
         auth: InternalAuth {
             keys: parts.keys.clone(),
-            audience: AUDIENCE.into(),
+            audience: webhost_contract::CONTROL.into(),
         },
-        cells: InternalClient::new(parts.keys, "control"),
-        provisioner: parts.provisioner,
+        cells: InternalClient::new(parts.keys, webhost_contract::CONTROL),
+        providers: parts.providers,
         login_limiter: Arc::new(identity::LoginLimiter::new()),
         region: parts.region,
     };
@@ -73,7 +70,7 @@ pub fn router(parts: ControlParts) -> Router {
         .route("/api/v1/api-keys/{id}", delete(identity::revoke_api_key))
         .route("/api/v1/subscription", get(subscription::show))
         .route(
-            "/internal/v1/devices/{device_id}",
+            webhost_contract::paths::DEVICE_ROUTE,
             put(devices::claim).delete(devices::release),
         )
         .fallback(webhost_http::fallback)

@@ -1,37 +1,60 @@
-//! Placement onto cells, and the providers that create cells.
+//! Placement onto cells, and making cells through the pool's provider.
 //!
-//! `local` runs cells inside this process, each with its own database and
-//! listener, reached over HTTP exactly like a remote cell. `hetzner` and
-//! `fly` create remote cells through their APIs (not built yet).
+//! The control plane never runs a cell itself: it asks a [`Provider`]
+//! (`webhost-provider`) to make one, records what the provider made, and
+//! reaches the cell over HTTP like any other.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use async_trait::async_trait;
-use tokio::sync::Mutex;
 use webhost_domain::{
     Catalog, CellId, CellTemplate, Placement, Plan, PoolName, ProviderKind, RegionCode,
 };
-use webhost_http::auth::InternalKeys;
-use webhost_http::serve::{Server, Shutdown};
 use webhost_http::ApiError;
-use webhost_storage::{Cell, CellStatus, CellStore, ControlStore, NewCell};
+use webhost_provider::{CellSpec, Progress, Provider};
+use webhost_storage::{Cell, CellStatus, ControlStore, NewCell};
 
 use crate::ControlState;
 
-/// Creates cells in a pool.
-#[async_trait]
-pub trait Provisioner: Send + Sync + 'static {
-    /// Creates and starts a cell and records it in the catalog of cells.
-    async fn provision(
-        &self,
-        store: &dyn ControlStore,
-        pool: &PoolName,
-        region: &RegionCode,
-        template: &CellTemplate,
-    ) -> anyhow::Result<Cell>;
+/// The providers this control plane can use. A pool uses its catalog
+/// provider when that provider is configured (its credentials are set),
+/// and the fallback (`local`) otherwise.
+#[derive(Clone)]
+pub struct Providers {
+    fallback: Arc<dyn Provider>,
+    configured: HashMap<ProviderKind, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn new(fallback: Arc<dyn Provider>) -> Self {
+        Self {
+            fallback,
+            configured: HashMap::new(),
+        }
+    }
+
+    pub fn with(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.configured.insert(provider.kind(), provider);
+        self
+    }
+
+    /// The provider that makes `pool`'s cells.
+    pub fn for_pool(&self, catalog: &Catalog, pool: &PoolName) -> Arc<dyn Provider> {
+        catalog
+            .pool(pool)
+            .and_then(|p| self.configured.get(&p.provider))
+            .unwrap_or(&self.fallback)
+            .clone()
+    }
+
+    /// The provider that made a recorded cell.
+    pub fn for_kind(&self, kind: ProviderKind) -> Option<Arc<dyn Provider>> {
+        if self.fallback.kind() == kind {
+            return Some(self.fallback.clone());
+        }
+        self.configured.get(&kind).cloned()
+    }
 }
 
 /// Picks the least-loaded active cell of the placement's pool and region
@@ -66,215 +89,90 @@ pub(crate) async fn place_tenant(
                 placement.pool
             ))
         })?;
-    state
-        .provisioner
-        .provision(state.store.as_ref(), &placement.pool, &placement.region, template)
-        .await
-        .map_err(|err| {
-            tracing::error!(error = format!("{err:#}"), pool = %placement.pool, region = %placement.region, "provisioning failed");
-            ApiError::unavailable(format!(
-                "no capacity in region {} right now; try again shortly",
-                placement.region
-            ))
-        })
+    provision_cell(
+        state.store.as_ref(),
+        &state.providers,
+        catalog,
+        &placement.pool,
+        &placement.region,
+        template,
+    )
+    .await
+    .map_err(|err| {
+        tracing::error!(error = format!("{err:#}"), pool = %placement.pool, region = %placement.region, "provisioning failed");
+        ApiError::unavailable(format!(
+            "no capacity in region {} right now; try again shortly",
+            placement.region
+        ))
+    })
 }
 
-/// Where local cells keep their data.
-#[derive(Clone, Debug)]
-pub enum LocalDatabase {
-    /// One SQLite file per cell under this directory.
-    Sqlite { dir: PathBuf },
-    /// One database per cell on this server: `<base>_cell_<name>`.
-    Postgres { base_url: String, pool_size: u32 },
-}
-
-impl LocalDatabase {
-    async fn open(&self, cell_name: &str) -> anyhow::Result<Arc<dyn CellStore>> {
-        match self {
-            Self::Sqlite { dir } => {
-                let path = dir.join(format!("{cell_name}.db"));
-                let store = webhost_storage_sqlite::SqliteCellStore::open(
-                    path.to_str().context("data directory path is not UTF-8")?,
-                )
-                .await?;
-                Ok(Arc::new(store))
-            }
-            Self::Postgres {
-                base_url,
-                pool_size,
-            } => {
-                let url = cell_database_url(base_url, cell_name)?;
-                webhost_storage_postgres::create_database_if_missing(&url).await?;
-                Ok(Arc::new(
-                    webhost_storage_postgres::PgCellStore::open(&url, *pool_size).await?,
-                ))
-            }
-        }
-    }
-}
-
-fn cell_database_url(base_url: &str, cell_name: &str) -> anyhow::Result<String> {
-    let (before_query, query) = match base_url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (base_url, None),
+/// Makes a cell in `pool`/`region` from `template` through the pool's
+/// provider and records it.
+pub async fn provision_cell(
+    store: &dyn ControlStore,
+    providers: &Providers,
+    catalog: &Catalog,
+    pool: &PoolName,
+    region: &RegionCode,
+    template: &CellTemplate,
+) -> anyhow::Result<Cell> {
+    let same_place = store
+        .cells()
+        .await?
+        .iter()
+        .filter(|c| &c.pool == pool && &c.region == region)
+        .count();
+    let spec = CellSpec {
+        id: CellId::new(),
+        name: format!("{pool}-{region}-{}", same_place + 1),
+        pool: pool.clone(),
+        region: region.clone(),
+        template: template.clone(),
     };
-    let (server, database) = before_query
-        .rsplit_once('/')
-        .filter(|(server, _)| server.contains("//"))
-        .context("DATABASE_URL must name a database, like postgres://host/webhost")?;
-    let suffix: String = cell_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let database = if database.is_empty() {
-        "webhost"
-    } else {
-        database
+    let provider = providers.for_pool(catalog, pool);
+    let resource = provider.create(&spec).await?;
+    let url = match provider.poll(&spec, &resource).await? {
+        Progress::Ready { url } => url,
+        Progress::Pending { step, .. } => {
+            anyhow::bail!("cell {} is not ready yet ({step})", spec.name)
+        }
+        Progress::Failed { reason } => anyhow::bail!("cell {} failed: {reason}", spec.name),
     };
-    let mut url = format!("{server}/{database}_cell_{suffix}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    Ok(url)
+    let monthly_cost_cents = provider.monthly_cost_cents(&spec).await?;
+    let cell = store
+        .create_cell(NewCell {
+            id: spec.id,
+            name: spec.name,
+            pool: pool.clone(),
+            region: region.clone(),
+            provider: provider.kind(),
+            url,
+            capacity: template.capacity,
+            monthly_cost_cents,
+        })
+        .await?;
+    tracing::info!(cell = %cell.name, %pool, %region, provider = provider.kind().as_str(), "provisioned cell");
+    Ok(cell)
 }
 
-/// Runs cells inside this process.
-pub struct LocalProvider {
-    database: LocalDatabase,
-    keys: Arc<InternalKeys>,
-    control_url: String,
-    shutdown: Shutdown,
-    running: Mutex<HashMap<CellId, Server>>,
-}
-
-impl LocalProvider {
-    pub fn new(
-        database: LocalDatabase,
-        keys: Arc<InternalKeys>,
-        control_url: String,
-        shutdown: Shutdown,
-    ) -> Self {
-        Self {
-            database,
-            keys,
-            control_url,
-            shutdown,
-            running: Mutex::new(HashMap::new()),
+/// Makes sure each (pool, region) has at least one cell (first start).
+pub async fn ensure_cells(
+    store: &dyn ControlStore,
+    providers: &Providers,
+    wanted: &[(PoolName, RegionCode)],
+) -> anyhow::Result<Vec<Cell>> {
+    let catalog = store.catalog().await?;
+    for (pool, region) in wanted {
+        let cells = store.cells().await?;
+        if !cells.iter().any(|c| &c.pool == pool && &c.region == region) {
+            let template = catalog
+                .cell_templates
+                .iter()
+                .find(|t| &t.pool == pool)
+                .with_context(|| format!("the catalog has no cell template for pool {pool}"))?;
+            provision_cell(store, providers, &catalog, pool, region, template).await?;
         }
     }
-
-    async fn start(&self, id: CellId, name: &str, region: &RegionCode) -> anyhow::Result<String> {
-        let mut running = self.running.lock().await;
-        if let Some(server) = running.get(&id) {
-            return Ok(server.url());
-        }
-        let store = self
-            .database
-            .open(name)
-            .await
-            .with_context(|| format!("opening the database of cell {name}"))?;
-        let router = webhost_cell::router(
-            store,
-            self.keys.clone(),
-            webhost_cell::CellConfig {
-                cell_id: id,
-                region: region.to_string(),
-                control_url: self.control_url.clone(),
-            },
-        );
-        let listener = webhost_http::serve::bind("127.0.0.1:0").await?;
-        let server = webhost_http::serve::spawn(listener, router, self.shutdown.wait())?;
-        let url = server.url();
-        tracing::info!(cell = name, %url, "local cell listening");
-        running.insert(id, server);
-        Ok(url)
-    }
-
-    /// Starts every local cell the catalog knows (their ports change on
-    /// each start), then makes sure `wanted` (pool, region) pairs have one.
-    pub async fn resume(
-        &self,
-        store: &dyn ControlStore,
-        wanted: &[(PoolName, RegionCode)],
-    ) -> anyhow::Result<Vec<Cell>> {
-        for cell in store.cells().await? {
-            if cell.provider == ProviderKind::Local {
-                let url = self.start(cell.id, &cell.name, &cell.region).await?;
-                store.set_cell_url(cell.id, &url).await?;
-            }
-        }
-        let catalog = store.catalog().await?;
-        for (pool, region) in wanted {
-            let cells = store.cells().await?;
-            if !cells.iter().any(|c| &c.pool == pool && &c.region == region) {
-                let template = catalog
-                    .cell_templates
-                    .iter()
-                    .find(|t| &t.pool == pool)
-                    .with_context(|| format!("the catalog has no cell template for pool {pool}"))?;
-                self.provision(store, pool, region, template).await?;
-            }
-        }
-        Ok(store.cells().await?)
-    }
-}
-
-#[async_trait]
-impl Provisioner for LocalProvider {
-    async fn provision(
-        &self,
-        store: &dyn ControlStore,
-        pool: &PoolName,
-        region: &RegionCode,
-        template: &CellTemplate,
-    ) -> anyhow::Result<Cell> {
-        let same_place = store
-            .cells()
-            .await?
-            .iter()
-            .filter(|c| &c.pool == pool && &c.region == region)
-            .count();
-        let name = format!("{pool}-{region}-{}", same_place + 1);
-        let id = CellId::new();
-        let url = self.start(id, &name, region).await?;
-        let cell = store
-            .create_cell(NewCell {
-                id,
-                name,
-                pool: pool.clone(),
-                region: region.clone(),
-                provider: ProviderKind::Local,
-                url,
-                capacity: template.capacity,
-                monthly_cost_cents: template.monthly_cost_cents,
-            })
-            .await?;
-        tracing::info!(cell = %cell.name, %pool, %region, "provisioned local cell");
-        Ok(cell)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cell_database_urls_derive_from_the_base() {
-        assert_eq!(
-            cell_database_url("postgres://u@h:5432/webhost", "fly-iad-1").unwrap(),
-            "postgres://u@h:5432/webhost_cell_fly_iad_1"
-        );
-        assert_eq!(
-            cell_database_url("postgres://h/db?sslmode=disable", "x").unwrap(),
-            "postgres://h/db_cell_x?sslmode=disable"
-        );
-        assert!(cell_database_url("postgres:", "x").is_err());
-    }
+    Ok(store.cells().await?)
 }

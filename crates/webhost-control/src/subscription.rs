@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::Method;
 use serde::Serialize;
+use webhost_contract::{cell_audience, paths, TenantLimits, TenantUsage};
 use webhost_domain::{Plan, TenantId};
 use webhost_http::auth::TenantCaller;
 use webhost_http::client::InternalRequest;
@@ -18,7 +19,7 @@ pub(crate) async fn push_limits(
     tenant: TenantId,
     plan: &Plan,
 ) -> anyhow::Result<()> {
-    let path = format!("/internal/v1/tenants/{tenant}");
+    let path = paths::tenant(tenant);
     state
         .cells
         .call(
@@ -26,15 +27,15 @@ pub(crate) async fn push_limits(
                 method: Method::PUT,
                 base_url: &cell.url,
                 path: &path,
-                audience: &webhost_cell::audience(cell.id),
+                audience: &cell_audience(cell.id),
                 tenant: None,
                 subject: None,
             },
-            Some(&serde_json::json!({
-                "plan": plan.name,
-                "max_vehicles": plan.max_vehicles,
-                "retention_days": plan.retention_days,
-            })),
+            Some(&TenantLimits {
+                plan: plan.name.to_string(),
+                max_vehicles: plan.max_vehicles,
+                retention_days: plan.retention_days,
+            }),
         )
         .await?
         .success()?;
@@ -84,15 +85,15 @@ pub(crate) async fn show(
         .map_err(|e| ApiError::unexpected(e.into()))?;
     let route = state.store.route(caller.tenant).await?;
     let cell = state.store.cell(route.cell_id).await?;
-    let path = format!("/internal/v1/tenants/{}", caller.tenant);
-    let usage: webhost_cell::TenantUsage = state
+    let path = paths::tenant(caller.tenant);
+    let usage: TenantUsage = state
         .cells
         .call::<()>(
             InternalRequest {
                 method: Method::GET,
                 base_url: &cell.url,
                 path: &path,
-                audience: &webhost_cell::audience(cell.id),
+                audience: &cell_audience(cell.id),
                 tenant: None,
                 subject: None,
             },

@@ -30,7 +30,7 @@ use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use webhost_cell::DeviceIngestAnswer;
+use webhost_contract::DeviceIngestAnswer;
 use webhost_domain::DeviceId;
 use webhost_http::client::InternalClient;
 use webhost_http::ApiError;

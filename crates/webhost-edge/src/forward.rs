@@ -121,8 +121,8 @@ async fn authenticate(
                 })?
         }
     };
-    if credential.starts_with(webhost_control::API_KEY_PREFIX) {
-        let hash = webhost_control::hash_api_key(credential);
+    if credential.starts_with(webhost_contract::API_KEY_PREFIX) {
+        let hash = webhost_contract::hash_api_key(credential);
         match state.store.authenticate_api_key(&hash).await {
             Ok(principal) => Ok(Authenticated {
                 tenant: principal.tenant_id,
@@ -171,7 +171,7 @@ async fn try_forward(
     let (base_url, audience, tenant, subject) = match destination {
         Destination::ControlPublic => (
             state.control_url.to_string(),
-            webhost_control::AUDIENCE.to_string(),
+            webhost_contract::CONTROL.to_string(),
             None,
             None,
         ),
@@ -179,7 +179,7 @@ async fn try_forward(
             let who = authenticate(state, &parts.headers, &parts.uri).await?;
             (
                 state.control_url.to_string(),
-                webhost_control::AUDIENCE.to_string(),
+                webhost_contract::CONTROL.to_string(),
                 Some(who.tenant),
                 Some(who.subject),
             )
@@ -203,7 +203,7 @@ async fn try_forward(
             }
             (
                 route.cell_url,
-                webhost_cell::audience(route.cell_id),
+                webhost_contract::cell_audience(route.cell_id),
                 Some(who.tenant),
                 Some(who.subject),
             )

@@ -18,12 +18,14 @@ use axum::Router;
 use webhost_http::auth::{InternalKeys, UserTokens};
 use webhost_http::client::InternalClient;
 use webhost_http::health::{HealthReport, ServiceHealth};
-use webhost_storage::ControlStore;
+use webhost_storage::RoutingDirectory;
 
 pub struct EdgeParts {
-    /// The control plane's store (or a read replica of it): API keys and
-    /// the routing table.
-    pub store: Arc<dyn ControlStore>,
+    /// API keys, the routing table and the device registry: the control
+    /// plane's store, a read replica of it, or a cache in front.
+    pub store: Arc<dyn RoutingDirectory>,
+    /// The public API's descriptions, served as they are.
+    pub docs: ApiDocs,
     pub tokens: UserTokens,
     pub keys: Arc<InternalKeys>,
     pub control_url: String,
@@ -39,13 +41,14 @@ pub struct EdgeState(Arc<Shared>);
 
 /// What [`EdgeState`] holds; nothing of it is public.
 pub struct Shared {
-    store: Arc<dyn ControlStore>,
+    store: Arc<dyn RoutingDirectory>,
     tokens: UserTokens,
     client: InternalClient,
     control_url: String,
     region: String,
     redis: Option<redis::aio::ConnectionManager>,
     devices: devices::Devices,
+    docs: ApiDocs,
 }
 
 impl std::ops::Deref for EdgeState {
@@ -67,17 +70,29 @@ impl EdgeState {
             control_url: parts.control_url,
             region: parts.region,
             redis: parts.redis,
+            docs: parts.docs,
         }))
     }
+}
+
+/// The public API's descriptions. They are built from the services'
+/// declarations by whoever wires the edge (the binary), so the edge need
+/// not link the services it fronts.
+#[derive(Clone, Debug, Default)]
+pub struct ApiDocs {
+    /// `GET /api/openapi.json`.
+    pub openapi_json: String,
+    /// `GET /api/graphql/schema.graphql`.
+    pub graphql_sdl: String,
 }
 
 pub fn router(state: EdgeState) -> Router {
     let router = Router::new()
         .route("/api/health", get(health))
-        .merge(docs())
+        .merge(docs(&state.docs))
         .route(
-            webhost_cell::GRAPHQL_PATH,
-            get(|| async { webhost_api::graphiql_page(webhost_cell::GRAPHQL_PATH) })
+            webhost_contract::paths::GRAPHQL,
+            get(|| async { webhost_api::graphiql_page(webhost_contract::paths::GRAPHQL) })
                 .fallback(forward::forward),
         )
         .fallback(forward::forward)
@@ -87,18 +102,10 @@ pub fn router(state: EdgeState) -> Router {
 }
 
 /// The API's descriptions, public: `GET /api/openapi.json` and the
-/// GraphQL schema as SDL at `GET /api/graphql/schema.graphql`, both derived
-/// from the fleet API's declarations (`webhost_cell::api`).
-fn docs() -> Router<EdgeState> {
-    let api = webhost_cell::api();
-    let openapi = api
-        .openapi()
-        .to_json()
-        .expect("the OpenAPI document serialises");
-    let sdl = api
-        .graphql()
-        .expect("the declared operations make a valid GraphQL schema")
-        .sdl();
+/// GraphQL schema as SDL at `GET /api/graphql/schema.graphql`.
+fn docs(docs: &ApiDocs) -> Router<EdgeState> {
+    let openapi = bytes::Bytes::from(docs.openapi_json.clone());
+    let sdl = bytes::Bytes::from(docs.graphql_sdl.clone());
     Router::new()
         .route(
             "/api/openapi.json",

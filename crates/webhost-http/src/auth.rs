@@ -16,9 +16,10 @@ use axum::http::{HeaderName, Method};
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use webhost_domain::{ApiKeyId, TenantId, UserId};
+use webhost_contract::claims::InternalClaims;
+pub use webhost_contract::claims::{Subject, UserClaims};
+use webhost_domain::{TenantId, UserId};
 
 use crate::ApiError;
 
@@ -30,24 +31,6 @@ const USER_TOKEN_AUDIENCE: &str = "webhost-api";
 /// How long an internal credential stays valid: long enough for clock skew
 /// between nodes, short enough that a captured one is soon worthless.
 const INTERNAL_TTL_SECS: i64 = 60;
-
-/// Who a request speaks for, as the edge established it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
-pub enum Subject {
-    User(UserId),
-    ApiKey(ApiKeyId),
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct UserClaims {
-    pub sub: UserId,
-    pub tid: TenantId,
-    pub iss: String,
-    pub aud: String,
-    pub iat: i64,
-    pub exp: i64,
-}
 
 /// Issues and checks user tokens.
 #[derive(Clone)]
@@ -109,25 +92,6 @@ impl UserTokens {
                 ApiError::unauthorized(why)
             })
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct InternalClaims {
-    /// `edge` or `control`.
-    iss: String,
-    /// The service the credential is for: `control` or `cell:<id>`.
-    aud: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tid: Option<TenantId>,
-    /// The acting user or API key. Not `sub`: that registered claim must be
-    /// a string, and this is structured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    act: Option<Subject>,
-    /// Method and path the credential is bound to.
-    htm: String,
-    htu: String,
-    iat: i64,
-    exp: i64,
 }
 
 /// Mints and checks internal credentials.
@@ -279,7 +243,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        if caller.issuer != "control" {
+        if caller.issuer != webhost_contract::CONTROL {
             return Err(ApiError::forbidden(
                 "only the control plane may call this endpoint",
             ));

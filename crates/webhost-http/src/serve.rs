@@ -8,6 +8,8 @@ use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -27,18 +29,17 @@ impl Server {
     }
 }
 
-pub fn spawn(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<Server> {
+/// Serves `router` until `shutdown` triggers, then lets in-flight requests
+/// finish; the task is one of `shutdown`'s.
+pub fn spawn(listener: TcpListener, router: Router, shutdown: &Shutdown) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
-    let handle = tokio::spawn(async move {
+    let stop = shutdown.wait();
+    let handle = shutdown.spawn(async move {
         axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop)
         .await
     });
     Ok(Server { addr, handle })
@@ -66,34 +67,59 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A shutdown switch shared by every server of a process.
-#[derive(Clone)]
+/// Who owns the process's background work: every long-lived task (servers,
+/// ingest writers, sweepers, job workers) is spawned through this, so that
+/// shutdown can cancel them all and then wait until each has finished what
+/// it must finish (a writer commits what it accepted; a worker finishes or
+/// releases its jobs). Clones share the token and the tracker.
+#[derive(Clone, Default)]
 pub struct Shutdown {
-    sender: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Self::new()
-    }
+    token: CancellationToken,
+    tracker: TaskTracker,
 }
 
 impl Shutdown {
     pub fn new() -> Self {
-        Self {
-            sender: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
-        }
+        Self::default()
     }
 
+    /// Asks every task to stop.
     pub fn trigger(&self) {
-        self.sender.send_replace(true);
+        self.token.cancel();
     }
 
     /// Resolves once `trigger` has been called.
     pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut receiver = self.sender.subscribe();
-        async move {
-            let _ = receiver.wait_for(|stopped| *stopped).await;
+        self.token.clone().cancelled_owned()
+    }
+
+    /// The token tasks watch; cancelled by `trigger`.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// A switch of its own (for one cell), also flipped by this one; its
+    /// tasks are still this one's to wait for (call `finish` on the root).
+    pub fn child(&self) -> Self {
+        Self {
+            token: self.token.child_token(),
+            tracker: self.tracker.clone(),
         }
+    }
+
+    /// Spawns a task this shutdown waits for.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(task)
+    }
+
+    /// Triggers, then waits until every spawned task has ended.
+    pub async fn finish(&self) {
+        self.trigger();
+        self.tracker.close();
+        self.tracker.wait().await;
     }
 }

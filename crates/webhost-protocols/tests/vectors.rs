@@ -1,5 +1,6 @@
-//! The shared device test vectors (`/work/shared/test-vectors`), decoded and
-//! checked against values worked out by hand from the bytes.
+//! The device test vectors (`test-vectors/` in this crate, a copy of the
+//! team's shared set), decoded and checked against values worked out by hand
+//! from the bytes.
 
 use std::path::PathBuf;
 
@@ -9,18 +10,14 @@ use webhost_protocols::osmand::{self, Form};
 use webhost_protocols::teltonika::{self, Codec, Decoded, Error, IoValue};
 
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/test-vectors"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors"))
 }
 
 fn read_vectors(name: &str) -> String {
     let path = vectors_dir().join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read the shared test vectors at {}: {e}. They live in the shared \
-             folder next to the workspace (/work/shared/test-vectors); check it out there.",
+            "cannot read the device test vectors at {}: {e}",
             path.display()
         )
     })

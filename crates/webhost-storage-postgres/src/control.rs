@@ -9,8 +9,8 @@ use webhost_domain::{
 };
 use webhost_storage::{
     ApiKey, ApiKeyPrincipal, Cell, CellStatus, Conflict, ControlStore, DeviceRegistration,
-    NewApiKey, NewCell, NewTenant, NewUser, Route, StorageError, StorageResult, Tenant,
-    TenantStatus, User, UserCredentials, UserRole,
+    NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory, StorageError, StorageResult,
+    Tenant, TenantStatus, User, UserCredentials, UserRole,
 };
 
 use crate::{corrupt, map_err, open_pool, unexpected};
@@ -20,7 +20,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/control"
 /// The control plane's store on PostgreSQL.
 #[derive(Clone)]
 pub struct PgControlStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PgControlStore {
@@ -108,14 +108,6 @@ fn cell_from_row(row: &PgRow) -> StorageResult<Cell> {
 
 #[async_trait]
 impl ControlStore for PgControlStore {
-    async fn ping(&self) -> StorageResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(unexpected)?;
-        Ok(())
-    }
-
     async fn catalog(&self) -> StorageResult<Catalog> {
         let body: serde_json::Value =
             sqlx::query_scalar("SELECT body FROM catalog_versions ORDER BY version DESC LIMIT 1")
@@ -373,43 +365,6 @@ impl ControlStore for PgControlStore {
         Ok(())
     }
 
-    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(&hash[..])
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("api key"))?;
-        Ok(ApiKeyPrincipal {
-            key_id: ApiKeyId::from_uuid(row.try_get("id").map_err(unexpected)?),
-            tenant_id: TenantId::from_uuid(row.try_get("tenant_id").map_err(unexpected)?),
-        })
-    }
-
-    async fn route(&self, tenant: TenantId) -> StorageResult<Route> {
-        let row = sqlx::query(
-            "SELECT r.cell_id, c.url, r.version, t.status FROM routes r \
-             JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
-             WHERE r.tenant_id = $1",
-        )
-        .bind(tenant.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("route"))?;
-        let status: String = row.try_get("status").map_err(unexpected)?;
-        Ok(Route {
-            tenant_id: tenant,
-            cell_id: CellId::from_uuid(row.try_get("cell_id").map_err(unexpected)?),
-            cell_url: row.try_get("url").map_err(unexpected)?,
-            version: row.try_get("version").map_err(unexpected)?,
-            tenant_status: TenantStatus::parse(&status)
-                .ok_or_else(|| corrupt("tenant status", &status))?,
-        })
-    }
-
     async fn claim_device(
         &self,
         device: &DeviceId,
@@ -457,7 +412,52 @@ impl ControlStore for PgControlStore {
             .map_err(unexpected)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl RoutingDirectory for PgControlStore {
+    async fn ping(&self) -> StorageResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("api key"))?;
+        Ok(ApiKeyPrincipal {
+            key_id: ApiKeyId::from_uuid(row.try_get("id").map_err(unexpected)?),
+            tenant_id: TenantId::from_uuid(row.try_get("tenant_id").map_err(unexpected)?),
+        })
+    }
+    async fn route(&self, tenant: TenantId) -> StorageResult<Route> {
+        let row = sqlx::query(
+            "SELECT r.cell_id, c.url, r.version, t.status FROM routes r \
+             JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
+             WHERE r.tenant_id = $1",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("route"))?;
+        let status: String = row.try_get("status").map_err(unexpected)?;
+        Ok(Route {
+            tenant_id: tenant,
+            cell_id: CellId::from_uuid(row.try_get("cell_id").map_err(unexpected)?),
+            cell_url: row.try_get("url").map_err(unexpected)?,
+            version: row.try_get("version").map_err(unexpected)?,
+            tenant_status: TenantStatus::parse(&status)
+                .ok_or_else(|| corrupt("tenant status", &status))?,
+        })
+    }
     async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration> {
         let row = sqlx::query("SELECT tenant_id, vehicle_id FROM devices WHERE device_id = $1")
             .bind(device.as_str())

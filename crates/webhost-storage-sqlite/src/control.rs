@@ -8,8 +8,8 @@ use webhost_domain::{
 };
 use webhost_storage::{
     ApiKey, ApiKeyPrincipal, Cell, CellStatus, Conflict, ControlStore, DeviceRegistration,
-    NewApiKey, NewCell, NewTenant, NewUser, Route, StorageError, StorageResult, Tenant,
-    TenantStatus, User, UserCredentials, UserRole,
+    NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory, StorageError, StorageResult,
+    Tenant, TenantStatus, User, UserCredentials, UserRole,
 };
 
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
@@ -19,7 +19,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/control"
 /// The control plane's store on SQLite.
 #[derive(Clone)]
 pub struct SqliteControlStore {
-    pools: Pools,
+    pub(crate) pools: Pools,
 }
 
 impl SqliteControlStore {
@@ -130,14 +130,6 @@ fn unique_conflict(message: &str) -> Option<Conflict> {
 
 #[async_trait]
 impl ControlStore for SqliteControlStore {
-    async fn ping(&self) -> StorageResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pools.reader)
-            .await
-            .map_err(unexpected)?;
-        Ok(())
-    }
-
     async fn catalog(&self) -> StorageResult<Catalog> {
         let body: String =
             sqlx::query_scalar("SELECT body FROM catalog_versions ORDER BY version DESC LIMIT 1")
@@ -386,49 +378,6 @@ impl ControlStore for SqliteControlStore {
         Ok(())
     }
 
-    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal> {
-        let row = sqlx::query(
-            "SELECT k.id, k.tenant_id FROM api_keys k WHERE k.hash = ? AND k.revoked_at IS NULL",
-        )
-        .bind(&hash[..])
-        .fetch_optional(&self.pools.reader)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("api key"))?;
-        Ok(ApiKeyPrincipal {
-            key_id: ApiKeyId::from_uuid(parse_uuid(
-                &row.try_get::<String, _>("id").map_err(unexpected)?,
-            )?),
-            tenant_id: TenantId::from_uuid(parse_uuid(
-                &row.try_get::<String, _>("tenant_id").map_err(unexpected)?,
-            )?),
-        })
-    }
-
-    async fn route(&self, tenant: TenantId) -> StorageResult<Route> {
-        let row = sqlx::query(
-            "SELECT r.cell_id, c.url, r.version, t.status FROM routes r \
-             JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
-             WHERE r.tenant_id = ?",
-        )
-        .bind(tenant.to_string())
-        .fetch_optional(&self.pools.reader)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("route"))?;
-        let status: String = row.try_get("status").map_err(unexpected)?;
-        Ok(Route {
-            tenant_id: tenant,
-            cell_id: CellId::from_uuid(parse_uuid(
-                &row.try_get::<String, _>("cell_id").map_err(unexpected)?,
-            )?),
-            cell_url: row.try_get("url").map_err(unexpected)?,
-            version: row.try_get("version").map_err(unexpected)?,
-            tenant_status: TenantStatus::parse(&status)
-                .ok_or_else(|| corrupt("tenant status", &status))?,
-        })
-    }
-
     async fn claim_device(
         &self,
         device: &DeviceId,
@@ -476,7 +425,58 @@ impl ControlStore for SqliteControlStore {
             .map_err(unexpected)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl RoutingDirectory for SqliteControlStore {
+    async fn ping(&self) -> StorageResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pools.reader)
+            .await
+            .map_err(unexpected)?;
+        Ok(())
+    }
+    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal> {
+        let row = sqlx::query(
+            "SELECT k.id, k.tenant_id FROM api_keys k WHERE k.hash = ? AND k.revoked_at IS NULL",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("api key"))?;
+        Ok(ApiKeyPrincipal {
+            key_id: ApiKeyId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("id").map_err(unexpected)?,
+            )?),
+            tenant_id: TenantId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("tenant_id").map_err(unexpected)?,
+            )?),
+        })
+    }
+    async fn route(&self, tenant: TenantId) -> StorageResult<Route> {
+        let row = sqlx::query(
+            "SELECT r.cell_id, c.url, r.version, t.status FROM routes r \
+             JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
+             WHERE r.tenant_id = ?",
+        )
+        .bind(tenant.to_string())
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("route"))?;
+        let status: String = row.try_get("status").map_err(unexpected)?;
+        Ok(Route {
+            tenant_id: tenant,
+            cell_id: CellId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("cell_id").map_err(unexpected)?,
+            )?),
+            cell_url: row.try_get("url").map_err(unexpected)?,
+            version: row.try_get("version").map_err(unexpected)?,
+            tenant_status: TenantStatus::parse(&status)
+                .ok_or_else(|| corrupt("tenant status", &status))?,
+        })
+    }
     async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration> {
         let row = sqlx::query("SELECT tenant_id, vehicle_id FROM devices WHERE device_id = ?")
             .bind(device.as_str())

@@ -212,11 +212,21 @@ pub struct DeviceRegistration {
     pub vehicle_id: VehicleId,
 }
 
+/// The little the edge reads of the control plane's data: who an API key
+/// speaks for, where a tenant lives, whose a device is. A read replica or
+/// a cache can serve it; nothing here writes.
 #[async_trait]
-pub trait ControlStore: Send + Sync + 'static {
+pub trait RoutingDirectory: Send + Sync + 'static {
     /// Cheap round trip for health checks.
     async fn ping(&self) -> StorageResult<()>;
+    /// `NotFound` unless a key with this hash exists and is not revoked.
+    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal>;
+    async fn route(&self, tenant: TenantId) -> StorageResult<Route>;
+    async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration>;
+}
 
+#[async_trait]
+pub trait ControlStore: RoutingDirectory {
     /// The current catalog (seeded with `Catalog::default_seed` on first open).
     async fn catalog(&self) -> StorageResult<Catalog>;
     /// Stores a new catalog version; the previous ones stay for the record.
@@ -251,10 +261,6 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn api_keys(&self, tenant: TenantId) -> StorageResult<Vec<ApiKey>>;
     /// `NotFound` for another tenant's key or one already revoked.
     async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StorageResult<()>;
-    /// `NotFound` unless a key with this hash exists and is not revoked.
-    async fn authenticate_api_key(&self, hash: &[u8; 32]) -> StorageResult<ApiKeyPrincipal>;
-
-    async fn route(&self, tenant: TenantId) -> StorageResult<Route>;
 
     /// Registers `device` for the tenant's vehicle. `Ok(true)` when this call
     /// registered it, `Ok(false)` when the tenant already held it (left as
@@ -268,5 +274,4 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StorageResult<bool>;
     /// Frees `device` if this tenant holds it; a no-op otherwise.
     async fn release_device(&self, device: &DeviceId, tenant: TenantId) -> StorageResult<()>;
-    async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration>;
 }

@@ -16,7 +16,8 @@ pub use cell::{
 };
 pub use control::{
     ApiKey, ApiKeyPrincipal, Cell, CellStatus, ControlStore, DeviceRegistration, NewApiKey,
-    NewCell, NewTenant, NewUser, Route, Tenant, TenantStatus, User, UserCredentials, UserRole,
+    NewCell, NewTenant, NewUser, Route, RoutingDirectory, Tenant, TenantStatus, User,
+    UserCredentials, UserRole,
 };
 pub use error::{Conflict, StorageError, StorageResult};
 pub use fleet::{

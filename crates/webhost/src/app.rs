@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use webhost_control::{LocalDatabase, LocalProvider};
+use webhost_control::Providers;
+use webhost_domain::ProviderKind;
 use webhost_domain::{CellId, PoolName, RegionCode};
 use webhost_http::auth::{InternalKeys, UserTokens};
 use webhost_http::serve::{self, Server, Shutdown};
-use webhost_storage::{Cell, CellStore, ControlStore};
+use webhost_provider_local::{LocalDatabase, LocalProvider};
+use webhost_storage::{Cell, CellStore, ControlStore, RoutingDirectory};
 
 use crate::settings::Settings;
 
@@ -35,13 +37,63 @@ pub async fn open_control_store(settings: &Settings) -> anyhow::Result<Arc<dyn C
 async fn open_edge_store(
     settings: &Settings,
     primary: &Arc<dyn ControlStore>,
-) -> anyhow::Result<Arc<dyn ControlStore>> {
+) -> anyhow::Result<Arc<dyn RoutingDirectory>> {
     match &settings.database_read_url {
         Some(url) if url.starts_with("postgres") => Ok(Arc::new(
             webhost_storage_postgres::PgControlStore::open(url, settings.pool_size).await?,
         )),
         _ => Ok(primary.clone()),
     }
+}
+
+/// The public API's descriptions, from the services' declarations.
+pub fn api_docs() -> webhost_edge::ApiDocs {
+    let api = webhost_cell::api();
+    webhost_edge::ApiDocs {
+        openapi_json: api
+            .openapi()
+            .to_json()
+            .expect("the OpenAPI document serialises"),
+        graphql_sdl: api
+            .graphql()
+            .expect("the declared operations make a valid GraphQL schema")
+            .sdl(),
+    }
+}
+
+/// Where local cells keep their data: databases beside `DATABASE_URL` on
+/// PostgreSQL, SQLite files under the data dir otherwise.
+fn local_database(settings: &Settings) -> LocalDatabase {
+    match settings
+        .database_url
+        .as_ref()
+        .filter(|_| settings.is_postgres())
+    {
+        Some(url) => LocalDatabase::Postgres {
+            base_url: url.clone(),
+            pool_size: settings.pool_size,
+        },
+        None => LocalDatabase::Sqlite {
+            dir: settings.data_dir.join("cells"),
+        },
+    }
+}
+
+/// Starts every local cell the catalog knows (their ports change on each
+/// start) and records the new URLs, then makes sure the default cells
+/// exist.
+async fn start_local_cells(
+    store: &dyn ControlStore,
+    local: &LocalProvider,
+    providers: &Providers,
+) -> anyhow::Result<Vec<Cell>> {
+    for cell in store.cells().await? {
+        if cell.provider == ProviderKind::Local {
+            let url = local.start(cell.id, &cell.name, &cell.region).await?;
+            store.set_cell_url(cell.id, &url).await?;
+        }
+    }
+    webhost_control::ensure_cells(store, providers, &default_cells()).await
 }
 
 fn keys(settings: &Settings) -> anyhow::Result<(Arc<InternalKeys>, UserTokens)> {
@@ -91,11 +143,11 @@ impl Devices {
         let osmand = serve::spawn(
             serve::bind(&settings.osmand_listen).await?,
             webhost_edge::osmand_router(edge.clone()),
-            shutdown.wait(),
+            shutdown,
         )?;
         let teltonika = serve::bind(&settings.teltonika_listen).await?;
         let teltonika_addr = teltonika.local_addr()?;
-        tokio::spawn(webhost_edge::serve_teltonika(
+        shutdown.spawn(webhost_edge::serve_teltonika(
             teltonika,
             edge.clone(),
             shutdown.wait(),
@@ -127,35 +179,22 @@ impl Application {
 
         let control_listener = serve::bind("127.0.0.1:0").await?;
         let control_url = format!("http://{}", control_listener.local_addr()?);
-        let database = if let Some(url) = settings
-            .database_url
-            .as_ref()
-            .filter(|_| settings.is_postgres())
-        {
-            LocalDatabase::Postgres {
-                base_url: url.clone(),
-                pool_size: settings.pool_size,
-            }
-        } else {
-            LocalDatabase::Sqlite {
-                dir: settings.data_dir.join("cells"),
-            }
-        };
-        let provider = Arc::new(LocalProvider::new(
-            database,
+        let local = Arc::new(LocalProvider::new(
+            local_database(settings),
             keys.clone(),
             control_url,
             shutdown.clone(),
         ));
+        let providers = Providers::new(local.clone());
         let control_router = webhost_control::router(webhost_control::ControlParts {
             store: store.clone(),
             tokens: tokens.clone(),
             keys: keys.clone(),
-            provisioner: provider.clone(),
+            providers: providers.clone(),
             region: settings.region(),
         });
-        let control = serve::spawn(control_listener, control_router, shutdown.wait())?;
-        let cells = provider.resume(store.as_ref(), &default_cells()).await?;
+        let control = serve::spawn(control_listener, control_router, &shutdown)?;
+        let cells = start_local_cells(store.as_ref(), &local, &providers).await?;
 
         let edge_state = webhost_edge::EdgeState::new(webhost_edge::EdgeParts {
             store: open_edge_store(settings, &store).await?,
@@ -164,14 +203,11 @@ impl Application {
             control_url: control.url(),
             region: settings.region(),
             redis,
+            docs: api_docs(),
         });
         let devices = Devices::start(settings, &edge_state, &shutdown).await?;
         let edge_listener = serve::bind(&settings.edge_listen()).await?;
-        let edge = serve::spawn(
-            edge_listener,
-            webhost_edge::router(edge_state),
-            shutdown.wait(),
-        )?;
+        let edge = serve::spawn(edge_listener, webhost_edge::router(edge_state), &shutdown)?;
         Ok(Self {
             edge,
             devices,
@@ -190,11 +226,11 @@ impl Application {
         self.edge.url()
     }
 
-    /// Stops every server gracefully (in-flight requests finish).
+    /// Stops every server gracefully (in-flight requests finish), then
+    /// waits for every background task (cells' writers commit what they
+    /// accepted).
     pub async fn stop(self) {
-        self.shutdown.trigger();
-        let _ = self.edge.handle.await;
-        let _ = self.control.handle.await;
+        self.shutdown.finish().await;
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -213,38 +249,25 @@ pub async fn run_control(settings: &Settings) -> anyhow::Result<()> {
     let store = open_control_store(settings).await?;
     let listener = serve::bind(&settings.edge_listen()).await?;
     let control_url = format!("http://{}", listener.local_addr()?);
-    let database = match settings
-        .database_url
-        .as_ref()
-        .filter(|_| settings.is_postgres())
-    {
-        Some(url) => LocalDatabase::Postgres {
-            base_url: url.clone(),
-            pool_size: settings.pool_size,
-        },
-        None => LocalDatabase::Sqlite {
-            dir: settings.data_dir.join("cells"),
-        },
-    };
-    let provider = Arc::new(LocalProvider::new(
-        database,
+    let local = Arc::new(LocalProvider::new(
+        local_database(settings),
         keys.clone(),
         control_url,
         shutdown.clone(),
     ));
+    let providers = Providers::new(local.clone());
     let router = webhost_control::router(webhost_control::ControlParts {
         store: store.clone(),
         tokens,
         keys,
-        provisioner: provider.clone(),
+        providers: providers.clone(),
         region: settings.region(),
     });
-    let server = serve::spawn(listener, router, shutdown.wait())?;
-    provider.resume(store.as_ref(), &default_cells()).await?;
+    let server = serve::spawn(listener, router, &shutdown)?;
+    start_local_cells(store.as_ref(), &local, &providers).await?;
     tracing::info!(url = %server.url(), "control plane listening");
     serve::shutdown_signal().await;
-    shutdown.trigger();
-    let _ = server.handle.await;
+    shutdown.finish().await;
     Ok(())
 }
 
@@ -264,17 +287,17 @@ pub async fn run_edge(settings: &Settings) -> anyhow::Result<()> {
         control_url,
         region: settings.region(),
         redis: redis(settings).await?,
+        docs: api_docs(),
     });
     let _devices = Devices::start(settings, &state, &shutdown).await?;
     let server = serve::spawn(
         serve::bind(&settings.edge_listen()).await?,
         webhost_edge::router(state),
-        shutdown.wait(),
+        &shutdown,
     )?;
     tracing::info!(url = %server.url(), "edge listening");
     serve::shutdown_signal().await;
-    shutdown.trigger();
-    let _ = server.handle.await;
+    shutdown.finish().await;
     Ok(())
 }
 
@@ -315,15 +338,15 @@ pub async fn run_cell(settings: &Settings) -> anyhow::Result<()> {
             region: settings.region(),
             control_url,
         },
+        &shutdown,
     );
     let server = serve::spawn(
         serve::bind(&settings.edge_listen()).await?,
         router,
-        shutdown.wait(),
+        &shutdown,
     )?;
     tracing::info!(url = %server.url(), %cell_id, "cell listening");
     serve::shutdown_signal().await;
-    shutdown.trigger();
-    let _ = server.handle.await;
+    shutdown.finish().await;
     Ok(())
 }

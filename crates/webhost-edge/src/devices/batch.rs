@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::http::Method;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
-use webhost_cell::DeviceIngestAnswer;
+use webhost_contract::DeviceIngestAnswer;
 use webhost_domain::TenantId;
 use webhost_http::client::{InternalClient, InternalRequest};
 use webhost_protocols::Fix;
@@ -35,7 +35,7 @@ use webhost_protocols::Fix;
 use super::cache::CellTarget;
 
 /// The cell endpoint taking several tenants' fixes in one call.
-const BATCH_PATH: &str = "/internal/v1/device-positions/batch";
+const BATCH_PATH: &str = webhost_contract::paths::DEVICE_POSITIONS_BATCH;
 
 /// How a cell is called with a batch: over HTTP in the edge, a fake in tests.
 pub(crate) trait CellCalls: Send + Sync + 'static {

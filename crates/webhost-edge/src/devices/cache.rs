@@ -47,7 +47,7 @@ impl CellTarget {
         Self {
             id,
             url,
-            audience: webhost_cell::audience(id),
+            audience: webhost_contract::cell_audience(id),
         }
     }
 }

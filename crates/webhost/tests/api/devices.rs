@@ -26,10 +26,12 @@ stories!(
 const OSMAND_DEVICE: &str = "868683020000001";
 
 fn vectors(name: &str) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/test-vectors/");
-    std::fs::read_to_string(format!("{path}{name}")).unwrap_or_else(|e| {
-        panic!("the shared test vectors must be beside the repository ({path}{name}): {e}")
-    })
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../webhost-protocols/test-vectors/"
+    );
+    std::fs::read_to_string(format!("{path}{name}"))
+        .unwrap_or_else(|e| panic!("cannot read the device test vectors at {path}{name}: {e}"))
 }
 
 async fn vehicle(app: &TestApp, account: &Account, device: &str) -> String {
@@ -465,7 +467,7 @@ async fn cells_store_batched_fixes_only_for_the_tenant_that_owns_the_device(app:
     let keys = InternalKeys::derive(app.settings.secret_key_base().expect("secret").as_bytes());
     let path = "/internal/v1/device-positions/batch";
     let url = format!("{}{path}", route.cell_url);
-    let audience = webhost_cell::audience(route.cell_id);
+    let audience = webhost_contract::cell_audience(route.cell_id);
     let post = |issuer: &'static str, tenant: Option<TenantId>, body: Value| {
         let credential = keys
             .mint(issuer, &audience, &Method::POST, path, tenant, None)

@@ -131,7 +131,7 @@ async fn sweep(app: &TestApp, cell_name: &str) -> u64 {
     let credential = keys
         .mint(
             "control",
-            &webhost_cell::audience(cell.id),
+            &webhost_contract::cell_audience(cell.id),
             &Method::POST,
             path,
             None,

@@ -266,7 +266,7 @@ async fn cells_refuse_requests_that_did_not_come_through_the_edge(app: TestApp) 
         .clone();
     let keys = InternalKeys::derive(app.settings.secret_key_base().expect("secret").as_bytes());
     let wrong_keys = InternalKeys::derive(b"some other secret key base entirely");
-    let audience = webhost_cell::audience(cell.id);
+    let audience = webhost_contract::cell_audience(cell.id);
     let mint = |keys: &InternalKeys, audience: &str, method: &Method, path: &str| {
         keys.mint(
             "edge",
@@ -311,7 +311,7 @@ async fn cells_refuse_requests_that_did_not_come_through_the_edge(app: TestApp) 
                 INTERNAL_HEADER.to_string(),
                 mint(
                     &keys,
-                    &webhost_cell::audience(other_cell.id),
+                    &webhost_contract::cell_audience(other_cell.id),
                     &Method::GET,
                     path,
                 ),

@@ -26,7 +26,7 @@ async fn run(
     let credential = keys
         .mint(
             issuer,
-            &webhost_cell::audience(cell.id),
+            &webhost_contract::cell_audience(cell.id),
             &Method::POST,
             path,
             None,

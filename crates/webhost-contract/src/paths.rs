@@ -1,0 +1,30 @@
+//! Internal paths (`/internal/v1/*`). Routers and callers both use these,
+//! so a path cannot be renamed on one side only.
+
+use webhost_domain::{DeviceId, TenantId};
+
+/// Where GraphQL requests go (public, served by cells through the edge).
+pub const GRAPHQL: &str = "/api/graphql";
+
+/// Cell: one tenant's limits (`PUT`), usage (`GET`), removal (`DELETE`).
+pub const TENANT_ROUTE: &str = "/internal/v1/tenants/{id}";
+pub fn tenant(id: TenantId) -> String {
+    format!("/internal/v1/tenants/{id}")
+}
+
+/// Cell: storage statistics.
+pub const STATS: &str = "/internal/v1/stats";
+/// Cell: one tenant's device fixes (edge of the previous version).
+pub const DEVICE_POSITIONS: &str = "/internal/v1/device-positions";
+/// Cell: many device requests' fixes in one call (the edge batches).
+pub const DEVICE_POSITIONS_BATCH: &str = "/internal/v1/device-positions/batch";
+/// Cell: run the offline sweep now.
+pub const OFFLINE_SWEEP: &str = "/internal/v1/sweeps/offline";
+/// Cell: run retention now.
+pub const RETENTION: &str = "/internal/v1/maintenance/retention";
+
+/// Control plane: claim (`PUT`) or release (`DELETE`) a device.
+pub const DEVICE_ROUTE: &str = "/internal/v1/devices/{device_id}";
+pub fn device(id: &DeviceId) -> String {
+    format!("/internal/v1/devices/{id}")
+}

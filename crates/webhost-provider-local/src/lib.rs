@@ -1,0 +1,215 @@
+//! The `local` provider: cells inside this process, each with its own
+//! database (a SQLite file, or a PostgreSQL database on the configured
+//! server) and its own loopback listener, reached over HTTP exactly like a
+//! remote cell. The embedded default and the tests use it.
+//!
+//! Invariant: this is the only crate besides the binary that depends on
+//! `webhost-cell`; the control plane sees cells through [`Provider`] and
+//! HTTP only.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use webhost_domain::{CellId, ProviderKind, RegionCode};
+use webhost_http::auth::InternalKeys;
+use webhost_http::serve::{Server, Shutdown};
+use webhost_provider::{CellSpec, Progress, Provider, Resource};
+use webhost_storage::CellStore;
+
+/// Where local cells keep their data.
+#[derive(Clone, Debug)]
+pub enum LocalDatabase {
+    /// One SQLite file per cell under this directory.
+    Sqlite { dir: PathBuf },
+    /// One database per cell on this server: `<base>_cell_<name>`.
+    Postgres { base_url: String, pool_size: u32 },
+}
+
+impl LocalDatabase {
+    async fn open(&self, cell_name: &str) -> anyhow::Result<Arc<dyn CellStore>> {
+        match self {
+            Self::Sqlite { dir } => {
+                let path = dir.join(format!("{cell_name}.db"));
+                let store = webhost_storage_sqlite::SqliteCellStore::open(
+                    path.to_str().context("data directory path is not UTF-8")?,
+                )
+                .await?;
+                Ok(Arc::new(store))
+            }
+            Self::Postgres {
+                base_url,
+                pool_size,
+            } => {
+                let url = cell_database_url(base_url, cell_name)?;
+                webhost_storage_postgres::create_database_if_missing(&url).await?;
+                Ok(Arc::new(
+                    webhost_storage_postgres::PgCellStore::open(&url, *pool_size).await?,
+                ))
+            }
+        }
+    }
+}
+
+fn cell_database_url(base_url: &str, cell_name: &str) -> anyhow::Result<String> {
+    let (before_query, query) = match base_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (base_url, None),
+    };
+    let (server, database) = before_query
+        .rsplit_once('/')
+        .filter(|(server, _)| server.contains("//"))
+        .context("DATABASE_URL must name a database, like postgres://host/webhost")?;
+    let suffix: String = cell_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let database = if database.is_empty() {
+        "webhost"
+    } else {
+        database
+    };
+    let mut url = format!("{server}/{database}_cell_{suffix}");
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    Ok(url)
+}
+
+struct Running {
+    server: Server,
+    stop: Shutdown,
+}
+
+/// Runs cells inside this process.
+pub struct LocalProvider {
+    database: LocalDatabase,
+    keys: Arc<InternalKeys>,
+    control_url: String,
+    shutdown: Shutdown,
+    running: Mutex<HashMap<CellId, Running>>,
+}
+
+impl LocalProvider {
+    pub fn new(
+        database: LocalDatabase,
+        keys: Arc<InternalKeys>,
+        control_url: String,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            database,
+            keys,
+            control_url,
+            shutdown,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts the cell (opening or creating its database) unless it is
+    /// running already; answers its URL. Its port changes on every start.
+    pub async fn start(
+        &self,
+        id: CellId,
+        name: &str,
+        region: &RegionCode,
+    ) -> anyhow::Result<String> {
+        let mut running = self.running.lock().await;
+        if let Some(cell) = running.get(&id) {
+            return Ok(cell.server.url());
+        }
+        let store = self
+            .database
+            .open(name)
+            .await
+            .with_context(|| format!("opening the database of cell {name}"))?;
+        let stop = self.shutdown.child();
+        let router = webhost_cell::router(
+            store,
+            self.keys.clone(),
+            webhost_cell::CellConfig {
+                cell_id: id,
+                region: region.to_string(),
+                control_url: self.control_url.clone(),
+            },
+            &stop,
+        );
+        let listener = webhost_http::serve::bind("127.0.0.1:0").await?;
+        let server = webhost_http::serve::spawn(listener, router, &stop)?;
+        let url = server.url();
+        tracing::info!(cell = name, %url, "local cell listening");
+        running.insert(id, Running { server, stop });
+        Ok(url)
+    }
+
+    /// How many cells run in this process.
+    pub async fn running(&self) -> usize {
+        self.running.lock().await.len()
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Local
+    }
+
+    async fn create(&self, spec: &CellSpec) -> anyhow::Result<Resource> {
+        let url = self.start(spec.id, &spec.name, &spec.region).await?;
+        tracing::info!(cell = %spec.name, pool = %spec.pool, region = %spec.region, "local cell created");
+        Ok(Resource {
+            provider: ProviderKind::Local,
+            external_id: spec.name.clone(),
+            detail: serde_json::json!({ "url": url }),
+        })
+    }
+
+    async fn poll(&self, spec: &CellSpec, _: &Resource) -> anyhow::Result<Progress> {
+        Ok(match self.running.lock().await.get(&spec.id) {
+            Some(cell) => Progress::Ready {
+                url: cell.server.url(),
+            },
+            None => Progress::Failed {
+                reason: format!("local cell {} is not running", spec.name),
+            },
+        })
+    }
+
+    /// Stops the cell's listener; its database stays (a retired cell's data
+    /// is removed by the operator, never by a retry).
+    async fn destroy(&self, spec: &CellSpec, _: &Resource) -> anyhow::Result<()> {
+        if let Some(cell) = self.running.lock().await.remove(&spec.id) {
+            cell.stop.trigger();
+            let _ = cell.server.handle.await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_database_urls_derive_from_the_base() {
+        assert_eq!(
+            cell_database_url("postgres://u@h:5432/webhost", "fly-iad-1").unwrap(),
+            "postgres://u@h:5432/webhost_cell_fly_iad_1"
+        );
+        assert_eq!(
+            cell_database_url("postgres://h/db?sslmode=disable", "x").unwrap(),
+            "postgres://h/db_cell_x?sslmode=disable"
+        );
+        assert!(cell_database_url("postgres:", "x").is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! Providers create, poll and destroy cells inside a pool, and return what
+//! they made; the control plane records it (a provider never writes the
+//! control plane's tables). One trait, one adapter crate per provider:
+//! `webhost-provider-local` (cells on this machine) today, Hetzner and
+//! Fly.io beside it.
+//!
+//! Every method may be called again after a crash or a retry with the same
+//! [`CellSpec`]: `create` finds what an earlier call made (by the spec's
+//! name, which is unique) instead of making a second one, and `destroy` of
+//! something already gone succeeds.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use webhost_domain::{CellId, CellTemplate, PoolName, ProviderKind, RegionCode};
+
+/// What the control plane asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellSpec {
+    pub id: CellId,
+    /// Unique across the platform; providers name (or label) what they make
+    /// with it, so a retried create can find an earlier attempt's work.
+    pub name: String,
+    pub pool: PoolName,
+    pub region: RegionCode,
+    pub template: CellTemplate,
+}
+
+/// What a provider made, as much as it needs to find it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    pub provider: ProviderKind,
+    /// The provider's own id (server number, app name, …).
+    pub external_id: String,
+    /// Provider-specific details (machine ids, volume ids, …).
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// Where the making of a cell stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Progress {
+    /// Still being made: what it is doing, and roughly how far along.
+    Pending { step: String, percent: u8 },
+    /// Running and reachable at `url` (its health check still decides when
+    /// the cell takes tenants).
+    Ready { url: String },
+    /// Will not become ready; the reason is shown to the operator.
+    Failed { reason: String },
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    fn kind(&self) -> ProviderKind;
+
+    /// Starts making the cell, or finds what an earlier call made for the
+    /// same spec.
+    async fn create(&self, spec: &CellSpec) -> anyhow::Result<Resource>;
+
+    async fn poll(&self, spec: &CellSpec, resource: &Resource) -> anyhow::Result<Progress>;
+
+    /// Removes everything the provider made for the cell; what is already
+    /// gone is not an error.
+    async fn destroy(&self, spec: &CellSpec, resource: &Resource) -> anyhow::Result<()>;
+
+    /// What the cell costs a month: the catalog template's figure unless
+    /// the provider's own price list says otherwise.
+    async fn monthly_cost_cents(&self, spec: &CellSpec) -> anyhow::Result<i64> {
+        Ok(spec.template.monthly_cost_cents)
+    }
+}
