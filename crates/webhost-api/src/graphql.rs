@@ -11,6 +11,7 @@
 //! answer carries exactly the REST answer's data.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_graphql::dynamic::{
@@ -32,18 +33,23 @@ const MAX_DEPTH: usize = 12;
 /// Fields one query may select, counted with lists as one.
 const MAX_COMPLEXITY: usize = 500;
 
-/// The built schema. Resolvers find the state and the caller in the
-/// request's data, so the schema itself needs neither (the edge builds it
-/// for its SDL).
-#[derive(Clone)]
-pub struct GraphqlSchema(Schema);
+/// The built schema of an [`Api`](crate::Api) of `C` callers. Resolvers
+/// find the state and the caller in the request's data, so the schema itself
+/// needs neither (the edge builds it for its SDL).
+pub struct GraphqlSchema<C = TenantCaller>(Schema, PhantomData<fn(C)>);
 
-impl GraphqlSchema {
+impl<C> Clone for GraphqlSchema<C> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone(), PhantomData)
+    }
+}
+
+impl<C: Send + Sync + 'static> GraphqlSchema<C> {
     /// Runs one request for `caller` against `state`.
     pub async fn execute<S: Clone + Send + Sync + 'static>(
         &self,
         state: S,
-        caller: TenantCaller,
+        caller: C,
         request: async_graphql::Request,
     ) -> async_graphql::Response {
         self.0.execute(request.data(caller).data(state)).await
@@ -431,9 +437,12 @@ struct Argument {
     shape: Shape,
 }
 
-pub(crate) fn build<S>(operations: &[Arc<dyn Declared<S>>]) -> Result<GraphqlSchema, String>
+pub(crate) fn build<S, C>(
+    operations: &[Arc<dyn Declared<S, C>>],
+) -> Result<GraphqlSchema<C>, String>
 where
     S: Clone + Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
 {
     let mut components: Components = Vec::new();
     let schemas: Vec<_> = operations
@@ -519,7 +528,7 @@ where
                 let arguments = resolver_arguments.clone();
                 FieldFuture::new(async move {
                     let (params, body, output) = &*arguments;
-                    let caller = ctx.data::<TenantCaller>()?.clone();
+                    let caller = ctx.data::<C>()?.clone();
                     let state = ctx.data::<S>()?.clone();
                     let mut json_params = serde_json::Map::new();
                     for argument in params {
@@ -620,6 +629,6 @@ where
     }
     builder
         .finish()
-        .map(GraphqlSchema)
+        .map(|schema| GraphqlSchema(schema, PhantomData))
         .map_err(|err| err.to_string())
 }

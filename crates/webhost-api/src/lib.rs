@@ -16,6 +16,17 @@
 //!
 //! Adding a resource is writing its operations; no route table, no OpenAPI
 //! path and no GraphQL type is written by hand.
+//!
+//! Each operation chooses its caller: the `C` of [`Operation<S, C>`], an
+//! axum extractor rejecting with an [`ApiError`]. It is
+//! [`TenantCaller`] unless said otherwise (a tenant's request, signed by the
+//! edge); [`Anonymous`] for what anyone may call (signup, login); any type of
+//! the service's own (the operator's). An [`Api<S, C>`] gathers operations of
+//! one caller type: the REST handler extracts `C` before anything else,
+//! GraphQL resolvers find it in the request's data, and the OpenAPI document
+//! names the security scheme it stands for ([`Api::security`]). A service
+//! with several kinds of callers builds one `Api` per kind and serves one
+//! document for all of them ([`merge_openapi`]).
 
 mod graphql;
 mod openapi;
@@ -25,7 +36,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodFilter;
@@ -33,10 +45,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
-use webhost_http::auth::{InternalAuth, TenantCaller};
+use webhost_http::auth::TenantCaller;
 use webhost_http::{ApiError, ApiJson};
 
 pub use graphql::{graphiql_page, GraphqlSchema};
+pub use openapi::merge_openapi;
 pub use rest::RestRequest;
 
 /// Schemas a declaration refers to, by name (OpenAPI `components`).
@@ -130,8 +143,9 @@ impl Endpoint {
 /// A future the trait objects can hold.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// One thing the API does, declared once.
-pub trait Operation<S>: Send + Sync + 'static
+/// One thing the API does, declared once, for callers of type `C` (a
+/// tenant's unless said otherwise).
+pub trait Operation<S, C = TenantCaller>: Send + Sync + 'static
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -144,7 +158,7 @@ where
 
     fn call(
         state: &S,
-        caller: &TenantCaller,
+        caller: &C,
         params: Self::Params,
         body: Self::Body,
     ) -> impl Future<Output = Result<Self::Output, ApiError>> + Send;
@@ -158,7 +172,7 @@ where
     /// the request asks for one; looked at before `Params` are parsed.
     fn alternative(
         _state: &S,
-        _caller: &TenantCaller,
+        _caller: &C,
         _request: &RestRequest,
     ) -> impl Future<Output = Option<Result<Response, ApiError>>> + Send {
         async { None }
@@ -247,6 +261,40 @@ where
     }
 }
 
+/// A JSON body that may be left out (no body, or an empty one).
+impl<T> RequestBody for Option<Json<T>>
+where
+    T: DeserializeOwned + ToSchema + Send + 'static,
+{
+    fn schema(components: &mut Components) -> Option<RefOr<Schema>> {
+        Json::<T>::schema(components)
+    }
+
+    async fn from_request(request: Request) -> Result<Self, ApiError> {
+        let empty = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length == "0")
+            || (!request
+                .headers()
+                .contains_key(axum::http::header::CONTENT_LENGTH)
+                && !request
+                    .headers()
+                    .contains_key(axum::http::header::TRANSFER_ENCODING));
+        if empty {
+            return Ok(None);
+        }
+        Json::<T>::from_request(request).await.map(Some)
+    }
+
+    fn from_json(value: Option<serde_json::Value>) -> Result<Self, ApiError> {
+        match value {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            some => Json::<T>::from_json(some).map(Some),
+        }
+    }
+}
+
 /// `T`'s schema: a reference when `T` is a named component (added to
 /// `components` with what it refers to), else inline.
 pub fn schema_of<T: ToSchema>(components: &mut Components) -> RefOr<Schema> {
@@ -305,8 +353,36 @@ macro_rules! list_page {
     };
 }
 
+/// A caller anyone is: the extractor always succeeds. For what needs no
+/// credential (signup, login); an [`Api`] of anonymous callers declares no
+/// security in its OpenAPI document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Anonymous;
+
+impl<S: Send + Sync> FromRequestParts<S> for Anonymous {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Anonymous)
+    }
+}
+
+/// The HTTP bearer scheme an API's callers authenticate with (OpenAPI
+/// `components.securitySchemes` and each operation's `security`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Security {
+    pub(crate) name: &'static str,
+    pub(crate) description: Option<&'static str>,
+}
+
+/// The scheme of tenants' callers: what the edge accepts from them.
+const TENANT_SECURITY: Security = Security {
+    name: "bearer",
+    description: Some("A user token from POST /api/v1/login, or an API key (whk_…)"),
+};
+
 /// What the API layer needs of an operation, without its types.
-trait Declared<S>: Send + Sync {
+trait Declared<S, C>: Send + Sync {
     fn endpoint(&self) -> Endpoint;
     fn route(&self) -> axum::routing::MethodRouter<S>;
     fn schemas(&self, components: &mut Components) -> OperationSchemas;
@@ -315,7 +391,7 @@ trait Declared<S>: Send + Sync {
     fn invoke(
         &self,
         state: S,
-        caller: TenantCaller,
+        caller: C,
         params: serde_json::Value,
         body: Option<serde_json::Value>,
     ) -> BoxFuture<Result<serde_json::Value, ApiError>>;
@@ -329,18 +405,18 @@ struct OperationSchemas {
 
 struct Declaration<O>(std::marker::PhantomData<fn() -> O>);
 
-impl<S, O> Declared<S> for Declaration<O>
+impl<S, C, O> Declared<S, C> for Declaration<O>
 where
     S: Clone + Send + Sync + 'static,
-    InternalAuth: FromRef<S>,
-    O: Operation<S>,
+    C: FromRequestParts<S, Rejection = ApiError> + Clone + Send + Sync + 'static,
+    O: Operation<S, C>,
 {
     fn endpoint(&self) -> Endpoint {
         O::ENDPOINT
     }
 
     fn route(&self) -> axum::routing::MethodRouter<S> {
-        axum::routing::on(O::ENDPOINT.verb.filter(), rest::handle::<S, O>)
+        axum::routing::on(O::ENDPOINT.verb.filter(), rest::handle::<S, C, O>)
     }
 
     fn schemas(&self, components: &mut Components) -> OperationSchemas {
@@ -358,7 +434,7 @@ where
     fn invoke(
         &self,
         state: S,
-        caller: TenantCaller,
+        caller: C,
         params: serde_json::Value,
         body: Option<serde_json::Value>,
     ) -> BoxFuture<Result<serde_json::Value, ApiError>> {
@@ -379,24 +455,47 @@ fn schema_inline<T: ToSchema>(components: &mut Components) -> RefOr<Schema> {
     <T as PartialSchema>::schema()
 }
 
-/// A set of declared operations: an API.
-pub struct Api<S> {
+/// A set of declared operations of callers of type `C`: an API.
+pub struct Api<S, C = TenantCaller> {
     title: &'static str,
     version: &'static str,
-    operations: Vec<Arc<dyn Declared<S>>>,
+    security: Option<Security>,
+    operations: Vec<Arc<dyn Declared<S, C>>>,
 }
 
-impl<S> Api<S>
+impl<S, C> Api<S, C>
 where
     S: Clone + Send + Sync + 'static,
-    InternalAuth: FromRef<S>,
+    C: FromRequestParts<S, Rejection = ApiError> + Clone + Send + Sync + 'static,
 {
+    /// An API without operations yet. Its OpenAPI security is the tenants'
+    /// `bearer` scheme, or none when `C` is [`Anonymous`]; [`Api::security`]
+    /// and [`Api::without_security`] say otherwise.
     pub fn new(title: &'static str, version: &'static str) -> Self {
+        let anonymous = std::any::TypeId::of::<C>() == std::any::TypeId::of::<Anonymous>();
         Self {
             title,
             version,
+            security: (!anonymous).then_some(TENANT_SECURITY),
             operations: Vec::new(),
         }
+    }
+
+    /// Documents the callers as authenticating with the HTTP bearer scheme
+    /// `name` (say `adminToken`): in `components.securitySchemes`, and as
+    /// every operation's `security`.
+    pub fn security(mut self, name: &'static str, description: &'static str) -> Self {
+        self.security = Some(Security {
+            name,
+            description: Some(description),
+        });
+        self
+    }
+
+    /// Documents the operations as needing no credential (`security: []`).
+    pub fn without_security(mut self) -> Self {
+        self.security = None;
+        self
     }
 
     /// Declares `O` part of the API.
@@ -404,7 +503,7 @@ where
     /// # Panics
     /// When another operation has the same name or method and path: a
     /// programming error, found by the first test that builds the API.
-    pub fn operation<O: Operation<S>>(mut self) -> Self {
+    pub fn operation<O: Operation<S, C>>(mut self) -> Self {
         let new = O::ENDPOINT;
         for known in self.operations.iter().map(|o| o.endpoint()) {
             assert!(
@@ -445,7 +544,7 @@ where
 
     /// The OpenAPI 3.1 document of the API.
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
-        openapi::document(self.title, self.version, &self.operations)
+        openapi::document(self.title, self.version, self.security, &self.operations)
     }
 
     /// The GraphQL schema of the API.
@@ -453,19 +552,20 @@ where
     /// # Errors
     /// When the declarations do not make a valid schema (a programming
     /// error: two types of one name, say), with what is wrong.
-    pub fn graphql(&self) -> Result<GraphqlSchema, String> {
+    pub fn graphql(&self) -> Result<GraphqlSchema<C>, String> {
         graphql::build(&self.operations)
     }
 
-    /// `POST {endpoint}`: GraphQL requests of a tenant's caller, answered
-    /// `200 {"data", "errors"}` as GraphQL over HTTP does.
+    /// `POST {endpoint}`: GraphQL requests of a `C` caller (extracted as the
+    /// REST routes do), answered `200 {"data", "errors"}` as GraphQL over
+    /// HTTP does.
     ///
     /// # Errors
     /// As [`Api::graphql`].
     pub fn graphql_router(&self, endpoint: &str) -> Result<axum::Router<S>, String> {
         let schema = self.graphql()?;
         let execute =
-            move |caller: TenantCaller,
+            move |caller: C,
                   axum::extract::State(state): axum::extract::State<S>,
                   ApiJson(request): ApiJson<async_graphql::Request>| {
                 let schema = schema.clone();

@@ -1,8 +1,11 @@
 //! The OpenAPI side of the declarations.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
@@ -11,7 +14,7 @@ use utoipa::openapi::{
 };
 use utoipa::ToSchema;
 
-use crate::{schema_of, Components, Declared, Verb};
+use crate::{schema_of, Components, Declared, Security, Verb};
 
 /// The error body every failure has (SPEC §4).
 #[derive(serde::Serialize, ToSchema)]
@@ -75,10 +78,20 @@ fn parameters(path: &str, params: &RefOr<Schema>) -> Vec<utoipa::openapi::path::
         .collect()
 }
 
-pub(crate) fn document<S>(
+/// The security requirements of an operation of an API secured by
+/// `security`: the scheme's name, or explicitly none.
+fn requirements(security: Option<Security>) -> Vec<SecurityRequirement> {
+    security
+        .map(|s| SecurityRequirement::new(s.name, Vec::<String>::new()))
+        .into_iter()
+        .collect()
+}
+
+pub(crate) fn document<S, C>(
     title: &str,
     version: &str,
-    operations: &[Arc<dyn Declared<S>>],
+    security: Option<Security>,
+    operations: &[Arc<dyn Declared<S, C>>],
 ) -> OpenApi {
     let mut components: Components = Vec::new();
     let error = schema_of::<Error>(&mut components);
@@ -119,6 +132,8 @@ pub(crate) fn document<S>(
             .response(endpoint.status.as_str(), success.build())
             .response("4XX", failure.build())
             .build();
+        // Before the operation's own additions, which may say otherwise.
+        operation.security = Some(requirements(security));
         declared.document(&mut operation);
         paths = paths.path(
             endpoint.path,
@@ -129,19 +144,18 @@ pub(crate) fn document<S>(
     for (name, schema) in components {
         built = built.schema(name, schema);
     }
-    let built = built
-        .security_scheme(
-            "bearer",
+    if let Some(security) = security {
+        built = built.security_scheme(
+            security.name,
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "A user token from POST /api/v1/login, or an API key (whk_…)",
-                    ))
+                    .description(security.description)
                     .build(),
             ),
-        )
-        .build();
+        );
+    }
+    let built = built.build();
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
@@ -155,6 +169,126 @@ pub(crate) fn document<S>(
         )
         .paths(paths.build())
         .components(Some(built))
-        .security(Some([SecurityRequirement::new("bearer", Vec::<String>::new())]))
+        .security(security.map(|_| requirements(security)))
         .build()
+}
+
+/// The operations of a path, by method.
+fn operations_mut(item: &mut PathItem) -> [(&'static str, &mut Option<Operation>); 8] {
+    [
+        ("GET", &mut item.get),
+        ("PUT", &mut item.put),
+        ("POST", &mut item.post),
+        ("DELETE", &mut item.delete),
+        ("OPTIONS", &mut item.options),
+        ("HEAD", &mut item.head),
+        ("PATCH", &mut item.patch),
+        ("TRACE", &mut item.trace),
+    ]
+}
+
+/// Adds `more` to `into`, once a name.
+///
+/// # Panics
+/// When a name stands for two different things.
+fn merge_named<T: PartialEq>(
+    into: &mut BTreeMap<String, T>,
+    more: BTreeMap<String, T>,
+    what: &str,
+) {
+    for (name, value) in more {
+        match into.get(&name) {
+            Some(known) => assert!(
+                *known == value,
+                "two different {what} are named {name} in the merged OpenAPI documents"
+            ),
+            None => {
+                into.insert(name, value);
+            }
+        }
+    }
+}
+
+/// One OpenAPI document describing the operations of several (typically
+/// [`Api::openapi`](crate::Api::openapi) of APIs with different callers),
+/// titled `title` and `version`. The description is the first document's
+/// that has one. Each operation keeps the security it had: its own, or its
+/// document's (the merged document has no top-level `security`). Components
+/// of one name must be the same in every document; tags are kept once.
+///
+/// # Panics
+/// When two documents declare the same method and path, or the same
+/// `operationId`, or two different components (schemas, responses, security
+/// schemes) of one name: programming errors, found by the first test that
+/// merges the documents.
+pub fn merge_openapi(
+    title: &str,
+    version: &str,
+    documents: impl IntoIterator<Item = OpenApi>,
+) -> OpenApi {
+    let mut merged = OpenApiBuilder::new()
+        .info(InfoBuilder::new().title(title).version(version).build())
+        .build();
+    let mut components = utoipa::openapi::Components::new();
+    let mut operation_ids: BTreeMap<String, String> = BTreeMap::new();
+    for document in documents {
+        if merged.info.description.is_none() {
+            merged.info.description = document.info.description;
+        }
+        for (path, mut item) in document.paths.paths {
+            for (method, operation) in operations_mut(&mut item) {
+                let Some(operation) = operation else {
+                    continue;
+                };
+                if operation.security.is_none() {
+                    operation.security = document.security.clone();
+                }
+                if let Some(id) = &operation.operation_id {
+                    let at = format!("{method} {path}");
+                    if let Some(known) = operation_ids.insert(id.clone(), at.clone()) {
+                        panic!("two operations have the operationId {id}: {known} and {at}");
+                    }
+                }
+            }
+            match merged.paths.paths.get_mut(&path) {
+                None => {
+                    merged.paths.paths.insert(path, item);
+                }
+                Some(known) => {
+                    for ((method, known), (_, more)) in operations_mut(known)
+                        .into_iter()
+                        .zip(operations_mut(&mut item))
+                    {
+                        if more.is_some() {
+                            assert!(known.is_none(), "two operations answer {method} {path}");
+                            *known = more.take();
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(more) = document.components {
+            merge_named(&mut components.schemas, more.schemas, "schemas");
+            merge_named(&mut components.responses, more.responses, "responses");
+            merge_named(
+                &mut components.security_schemes,
+                more.security_schemes,
+                "security schemes",
+            );
+        }
+        for tag in document.tags.into_iter().flatten() {
+            let tags = merged.tags.get_or_insert_with(Vec::new);
+            if !tags.iter().any(|known| known.name == tag.name) {
+                tags.push(tag);
+            }
+        }
+        if merged.servers.is_none() {
+            merged.servers = document.servers;
+        }
+        if merged.external_docs.is_none() {
+            merged.external_docs = document.external_docs;
+        }
+    }
+    merged.components = Some(components);
+    merged
 }

@@ -1,10 +1,9 @@
 //! The REST side of a declaration: one generic handler per operation.
 
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{FromRef, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use webhost_http::auth::{InternalAuth, TenantCaller};
 use webhost_http::ApiError;
 
 use crate::{Operation, RequestBody};
@@ -71,33 +70,34 @@ pub(crate) fn route_path(template: &str) -> String {
         .join("/")
 }
 
-pub(crate) async fn handle<S, O>(
-    caller: TenantCaller,
+/// The caller is extracted first: a request it refuses goes no further.
+pub(crate) async fn handle<S, C, O>(
+    caller: C,
     State(state): State<S>,
     path: Result<RawPathParams, RawPathParamsRejection>,
     request: Request,
 ) -> Response
 where
     S: Clone + Send + Sync + 'static,
-    InternalAuth: FromRef<S>,
-    O: Operation<S>,
+    C: FromRequestParts<S, Rejection = ApiError> + Clone + Send + Sync + 'static,
+    O: Operation<S, C>,
 {
-    match answer::<S, O>(caller, state, path, request).await {
+    match answer::<S, C, O>(caller, state, path, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
 }
 
-async fn answer<S, O>(
-    caller: TenantCaller,
+async fn answer<S, C, O>(
+    caller: C,
     state: S,
     path: Result<RawPathParams, RawPathParamsRejection>,
     request: Request,
 ) -> Result<Response, ApiError>
 where
     S: Clone + Send + Sync + 'static,
-    InternalAuth: FromRef<S>,
-    O: Operation<S>,
+    C: FromRequestParts<S, Rejection = ApiError> + Clone + Send + Sync + 'static,
+    O: Operation<S, C>,
 {
     let path = match path {
         Ok(params) => param_names(O::ENDPOINT.path)

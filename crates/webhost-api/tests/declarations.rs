@@ -4,14 +4,15 @@
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{Method, Request, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use utoipa::ToSchema;
-use webhost_api::{Api, ById, Endpoint, Json, NoBody, Operation, Verb};
+use webhost_api::{merge_openapi, Anonymous, Api, ById, Endpoint, Json, NoBody, Operation, Verb};
 use webhost_domain::TenantId;
 use webhost_http::auth::{InternalAuth, InternalKeys, TenantCaller, INTERNAL_HEADER};
 use webhost_http::ApiError;
@@ -474,4 +475,509 @@ fn a_name_is_declared_once() {
         }
     }
     let _ = api().operation::<AlsoNotes>();
+}
+
+/// The operator, as a service of its own might define its caller: a token
+/// in a header, refused with a 401 `ApiError` otherwise.
+#[derive(Clone)]
+struct AdminCaller {
+    operator: String,
+}
+
+const ADMIN_TOKEN: &str = "Bearer operator-secret";
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(ADMIN_TOKEN) => Ok(AdminCaller {
+                operator: "ops".to_owned(),
+            }),
+            _ => Err(ApiError::unauthorized(
+                "this endpoint needs the operator's token",
+            )),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct Cleared {
+    removed: usize,
+    by: String,
+}
+
+/// Every tenant's notes gone: the operator's alone.
+struct ClearNotes;
+
+impl Operation<Board, AdminCaller> for ClearNotes {
+    type Params = webhost_api::NoParams;
+    type Body = NoBody;
+    type Output = Cleared;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Delete,
+        "/api/admin/notes",
+        "clearNotes",
+        "admin",
+        "Removes every note",
+    );
+
+    async fn call(
+        board: &Board,
+        admin: &AdminCaller,
+        _: webhost_api::NoParams,
+        _: NoBody,
+    ) -> Result<Cleared, ApiError> {
+        let mut notes = board.notes.lock().expect("notes");
+        let removed = notes.len();
+        notes.clear();
+        Ok(Cleared {
+            removed,
+            by: admin.operator.clone(),
+        })
+    }
+}
+
+struct CountNotes;
+
+impl Operation<Board, AdminCaller> for CountNotes {
+    type Params = webhost_api::NoParams;
+    type Body = NoBody;
+    type Output = Cleared;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/admin/notes/count",
+        "noteCount",
+        "admin",
+        "How many notes there are",
+    );
+
+    async fn call(
+        board: &Board,
+        admin: &AdminCaller,
+        _: webhost_api::NoParams,
+        _: NoBody,
+    ) -> Result<Cleared, ApiError> {
+        Ok(Cleared {
+            removed: board.notes.lock().expect("notes").len(),
+            by: admin.operator.clone(),
+        })
+    }
+}
+
+fn admin_api() -> Api<Board, AdminCaller> {
+    Api::new("Notes admin", "1")
+        .security("adminToken", "The operator's token")
+        .operation::<ClearNotes>()
+        .operation::<CountNotes>()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Visitor {
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Greeting {
+    greeting: String,
+}
+
+/// Anyone may call it.
+struct Hello;
+
+impl Operation<Board, Anonymous> for Hello {
+    type Params = webhost_api::NoParams;
+    type Body = Json<Visitor>;
+    type Output = Greeting;
+    const ENDPOINT: Endpoint =
+        Endpoint::new(Verb::Post, "/api/v1/hello", "hello", "public", "Says hello")
+            .status(StatusCode::CREATED);
+
+    async fn call(
+        _: &Board,
+        _: &Anonymous,
+        _: webhost_api::NoParams,
+        Json(visitor): Json<Visitor>,
+    ) -> Result<Greeting, ApiError> {
+        Ok(Greeting {
+            greeting: format!("Hello, {}", visitor.name),
+        })
+    }
+}
+
+/// A GraphQL schema needs a query.
+struct NoteCountPublic;
+
+impl Operation<Board, Anonymous> for NoteCountPublic {
+    type Params = webhost_api::NoParams;
+    type Body = NoBody;
+    type Output = Greeting;
+    const ENDPOINT: Endpoint = Endpoint::new(
+        Verb::Get,
+        "/api/v1/hello",
+        "welcome",
+        "public",
+        "Says how many notes there are",
+    );
+
+    async fn call(
+        board: &Board,
+        _: &Anonymous,
+        _: webhost_api::NoParams,
+        _: NoBody,
+    ) -> Result<Greeting, ApiError> {
+        let count = board.notes.lock().expect("notes").len();
+        Ok(Greeting {
+            greeting: format!("{count} notes"),
+        })
+    }
+}
+
+fn public_api() -> Api<Board, Anonymous> {
+    Api::new("Notes public", "1")
+        .operation::<Hello>()
+        .operation::<NoteCountPublic>()
+}
+
+/// A request with exactly the headers given, no internal credential.
+async fn send(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    authorization: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("answer");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn operations_choose_their_caller() {
+    let f = fixture();
+    f.rest(
+        Method::POST,
+        "/api/v1/notes",
+        Some(json!({ "text": "Brakes", "colour": "yellow" })),
+    )
+    .await;
+    let admin = admin_api();
+    let router = f.router.clone().merge(
+        admin
+            .router()
+            .merge(admin.graphql_router("/api/admin/graphql").expect("schema"))
+            .merge(public_api().router())
+            .merge(
+                public_api()
+                    .graphql_router("/api/public/graphql")
+                    .expect("schema"),
+            )
+            .with_state(f.board.clone()),
+    );
+
+    // The operator's operations want the operator's token, and get the
+    // caller it makes.
+    let (status, body) = send(&router, Method::DELETE, "/api/admin/notes", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, body) = send(
+        &router,
+        Method::DELETE,
+        "/api/admin/notes",
+        Some("Bearer not-it"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(f.board.notes.lock().expect("notes").len(), 1);
+    let query = json!({ "query": "{ noteCount { removed by } }" });
+    let (status, body) = send(
+        &router,
+        Method::POST,
+        "/api/admin/graphql",
+        None,
+        Some(query.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = send(
+        &router,
+        Method::POST,
+        "/api/admin/graphql",
+        Some(ADMIN_TOKEN),
+        Some(query),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["data"]["noteCount"],
+        json!({ "removed": 1, "by": "ops" })
+    );
+    let (status, body) = send(
+        &router,
+        Method::DELETE,
+        "/api/admin/notes",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "removed": 1, "by": "ops" }));
+    assert!(f.board.notes.lock().expect("notes").is_empty());
+
+    // The operator's token is no tenant's credential.
+    let (status, _) = send(
+        &router,
+        Method::GET,
+        "/api/v1/notes",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Anonymous operations answer anyone.
+    let (status, body) = send(
+        &router,
+        Method::POST,
+        "/api/v1/hello",
+        None,
+        Some(json!({ "name": "Ada" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body, json!({ "greeting": "Hello, Ada" }));
+    let (status, body) = send(
+        &router,
+        Method::POST,
+        "/api/public/graphql",
+        None,
+        Some(json!({ "query": "mutation { hello(input: { name: \"Bo\" }) { greeting } }" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["hello"]["greeting"], "Hello, Bo");
+    let (status, body) = send(
+        &router,
+        Method::POST,
+        "/api/v1/hello",
+        None,
+        Some(json!({ "nom": "Ada" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = send(&router, Method::GET, "/api/v1/hello", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "greeting": "0 notes" }));
+}
+
+#[test]
+fn each_api_documents_its_security() {
+    let tenants = serde_json::to_value(api().openapi()).expect("json");
+    assert_eq!(tenants["security"], json!([{ "bearer": [] }]));
+    assert_eq!(
+        tenants["paths"]["/api/v1/notes"]["get"]["security"],
+        json!([{ "bearer": [] }])
+    );
+    let bearer = &tenants["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["type"], "http");
+    assert_eq!(bearer["scheme"], "bearer");
+
+    let public = serde_json::to_value(public_api().openapi()).expect("json");
+    assert!(public.get("security").is_none(), "{public}");
+    assert!(public["components"].get("securitySchemes").is_none());
+    assert_eq!(
+        public["paths"]["/api/v1/hello"]["post"]["security"],
+        json!([])
+    );
+}
+
+#[test]
+fn merged_openapi_covers_every_caller() {
+    let merged = merge_openapi(
+        "Notes, all of it",
+        "2",
+        [
+            api().openapi(),
+            admin_api().openapi(),
+            public_api().openapi(),
+        ],
+    );
+    let document = serde_json::to_value(&merged).expect("json");
+    assert_eq!(document["info"]["title"], "Notes, all of it");
+    assert_eq!(document["info"]["version"], "2");
+    assert!(document.get("security").is_none(), "per operation only");
+    let paths = &document["paths"];
+    let security = |path: &str, method: &str| paths[path][method]["security"].clone();
+    assert_eq!(security("/api/v1/notes", "get"), json!([{ "bearer": [] }]));
+    assert_eq!(security("/api/v1/notes", "post"), json!([{ "bearer": [] }]));
+    assert_eq!(
+        security("/api/v1/notes/{note_id}/tags", "get"),
+        json!([{ "bearer": [] }])
+    );
+    assert_eq!(
+        security("/api/admin/notes", "delete"),
+        json!([{ "adminToken": [] }])
+    );
+    assert_eq!(
+        security("/api/admin/notes/count", "get"),
+        json!([{ "adminToken": [] }])
+    );
+    assert_eq!(security("/api/v1/hello", "post"), json!([]));
+    assert_eq!(security("/api/v1/hello", "get"), json!([]));
+    let mut ids: Vec<&str> = paths
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| item.as_object().expect("item").values())
+        .map(|operation| operation["operationId"].as_str().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "clearNotes",
+            "createNote",
+            "hello",
+            "note",
+            "noteCount",
+            "noteTags",
+            "notes",
+            "welcome"
+        ]
+    );
+    let schemes = &document["components"]["securitySchemes"];
+    assert_eq!(schemes.as_object().expect("schemes").len(), 2, "{schemes}");
+    assert_eq!(schemes["adminToken"]["scheme"], "bearer");
+    assert_eq!(schemes["adminToken"]["description"], "The operator's token");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    let schemas = &document["components"]["schemas"];
+    for name in ["Note", "Error", "Cleared", "Visitor", "Greeting"] {
+        assert!(schemas.get(name).is_some(), "{name} in components");
+    }
+    // Every reference resolves.
+    let text = document.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').expect("closing quote")];
+        assert!(schemas.get(name).is_some(), "{name} is referenced");
+    }
+}
+
+#[test]
+fn merging_keeps_a_foreign_documents_security_on_its_operations() {
+    let mut foreign = public_api().openapi();
+    for item in foreign.paths.paths.values_mut() {
+        if let Some(operation) = item.post.as_mut() {
+            operation.security = None;
+        }
+    }
+    foreign.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+        "cookie",
+        Vec::<String>::new(),
+    )]);
+    let merged =
+        serde_json::to_value(merge_openapi("All", "1", [api().openapi(), foreign])).expect("json");
+    assert_eq!(
+        merged["paths"]["/api/v1/hello"]["post"]["security"],
+        json!([{ "cookie": [] }])
+    );
+}
+
+/// The operator's listing, at the tenants' path.
+struct AllNotes;
+
+impl Operation<Board, AdminCaller> for AllNotes {
+    type Params = webhost_api::NoParams;
+    type Body = NoBody;
+    type Output = Cleared;
+    const ENDPOINT: Endpoint =
+        Endpoint::new(Verb::Get, "/api/v1/notes", "allNotes", "admin", "Clash");
+
+    async fn call(
+        _: &Board,
+        _: &AdminCaller,
+        _: webhost_api::NoParams,
+        _: NoBody,
+    ) -> Result<Cleared, ApiError> {
+        Err(ApiError::not_found("notes"))
+    }
+}
+
+#[test]
+#[should_panic(expected = "two operations answer GET /api/v1/notes")]
+fn a_path_and_method_is_declared_once_across_apis() {
+    let clashing = Api::<Board, AdminCaller>::new("Clash", "1").operation::<AllNotes>();
+    let _ = merge_openapi("All", "1", [api().openapi(), clashing.openapi()]);
+}
+
+#[test]
+#[should_panic(expected = "two operations have the operationId notes")]
+fn an_operation_id_is_declared_once_across_apis() {
+    struct AlsoNotes;
+    impl Operation<Board, Anonymous> for AlsoNotes {
+        type Params = webhost_api::NoParams;
+        type Body = NoBody;
+        type Output = Greeting;
+        const ENDPOINT: Endpoint =
+            Endpoint::new(Verb::Get, "/api/v1/other", "notes", "public", "Clash");
+        async fn call(
+            _: &Board,
+            _: &Anonymous,
+            _: webhost_api::NoParams,
+            _: NoBody,
+        ) -> Result<Greeting, ApiError> {
+            Err(ApiError::not_found("notes"))
+        }
+    }
+    let clashing = Api::<Board, Anonymous>::new("Clash", "1").operation::<AlsoNotes>();
+    let _ = merge_openapi("All", "1", [api().openapi(), clashing.openapi()]);
+}
+
+#[test]
+#[should_panic(expected = "two different schemas are named Greeting")]
+fn a_component_name_means_one_schema_across_apis() {
+    #[derive(Serialize, ToSchema)]
+    #[schema(as = Greeting)]
+    struct OtherGreeting {
+        words: Vec<String>,
+    }
+    struct Wave;
+    impl Operation<Board, Anonymous> for Wave {
+        type Params = webhost_api::NoParams;
+        type Body = NoBody;
+        type Output = OtherGreeting;
+        const ENDPOINT: Endpoint =
+            Endpoint::new(Verb::Get, "/api/v1/wave", "wave", "public", "Waves");
+        async fn call(
+            _: &Board,
+            _: &Anonymous,
+            _: webhost_api::NoParams,
+            _: NoBody,
+        ) -> Result<OtherGreeting, ApiError> {
+            Ok(OtherGreeting { words: Vec::new() })
+        }
+    }
+    let waving = Api::<Board, Anonymous>::new("Wave", "1").operation::<Wave>();
+    let _ = merge_openapi("All", "1", [public_api().openapi(), waving.openapi()]);
 }

@@ -16,6 +16,9 @@
 //! storage, then kept in memory) on a *copy* of the vehicle's state; the
 //! copies replace the in-memory states only after the commit succeeded, so
 //! a failed commit changes nothing and its batches can simply be resent.
+//! The webhook deliveries of the events (`deliver_webhook` jobs, see
+//! `webhooks.rs`) are part of the same transaction (`IngestBatch::jobs`):
+//! one read of the tenant's webhooks per tenant with events in the group.
 //! After the commit, events are published on the live bus as
 //! `{"events": [...]}`, in the same message as the `{"positions": [...]}`
 //! of the same commit (one message with both keys: a subscriber sees a
@@ -524,12 +527,14 @@ impl Writer {
 
     async fn store_group(&self, rows: &[NewPosition]) -> StorageResult<(Vec<bool>, Found)> {
         let found = self.detect(rows).await?;
+        let jobs = crate::webhooks::delivery_jobs(&*self.store, &found.events, Utc::now()).await?;
         let stored = self
             .store
             .insert_positions(IngestBatch {
                 positions: rows,
                 events: &found.events,
                 states: &found.states,
+                jobs: &jobs,
             })
             .await?;
         Ok((stored, found))
@@ -637,10 +642,12 @@ impl Writer {
         if found.events.is_empty() {
             return Ok(0);
         }
+        let jobs = crate::webhooks::delivery_jobs(&*self.store, &found.events, now).await?;
         self.store
             .insert_positions(IngestBatch {
                 events: &found.events,
                 states: &found.states,
+                jobs: &jobs,
                 ..IngestBatch::default()
             })
             .await?;

@@ -14,9 +14,11 @@ pub mod maintenance;
 mod positions;
 pub mod trips;
 mod vehicles;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::routing::get;
@@ -27,15 +29,50 @@ use webhost_http::auth::{InternalAuth, InternalKeys};
 use webhost_http::client::InternalClient;
 use webhost_http::health::{HealthReport, ServiceHealth};
 use webhost_http::serve::Shutdown;
-use webhost_storage::CellStore;
+use webhost_jobs::{queues, Jobs, QueueConfig};
+use webhost_storage::{CellStore, JobStore};
 
-#[derive(Clone)]
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`: the
+/// `WebHost-Signature` of a webhook delivery (docs/WEBHOOKS.md).
+pub use webhooks::deliver::signature as webhook_signature;
+
+#[derive(Clone, Debug)]
 pub struct CellConfig {
     pub cell_id: CellId,
     pub region: String,
     /// Where the control plane's internal API is (device registry).
     pub control_url: String,
+    /// Webhooks may target loopback, private and link-local addresses and
+    /// local names (tests, a receiver on the same network). Off by
+    /// default: a tenant could otherwise make the cell call its neighbours.
+    pub allow_private_webhooks: bool,
+    /// Multiplies the retry delays of the cell's jobs (webhook deliveries);
+    /// 1 in production, tiny in tests.
+    pub job_backoff_scale: f64,
+    /// How often idle job workers look for due jobs.
+    pub job_poll_interval: Duration,
 }
+
+impl CellConfig {
+    /// The defaults: no private webhook targets, the real retry schedule,
+    /// jobs polled every second.
+    pub fn new(cell_id: CellId, region: String, control_url: String) -> Self {
+        Self {
+            cell_id,
+            region,
+            control_url,
+            allow_private_webhooks: false,
+            job_backoff_scale: 1.0,
+            job_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Concurrent webhook deliveries per cell.
+const DELIVERY_CONCURRENCY: usize = 10;
+/// How long running deliveries may finish at shutdown (one attempt times
+/// out after 10 s).
+const JOBS_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct CellState {
@@ -75,11 +112,34 @@ pub fn api() -> Api<CellState> {
         .operation::<geofences::UpdateGeofence>()
         .operation::<geofences::DeleteGeofence>()
         .operation::<events::ListEvents>()
+        .operation::<webhooks::ListWebhooks>()
+        .operation::<webhooks::ShowWebhook>()
+        .operation::<webhooks::CreateWebhook>()
+        .operation::<webhooks::UpdateWebhook>()
+        .operation::<webhooks::DeleteWebhook>()
+        .operation::<webhooks::ListWebhookDeliveries>()
+}
+
+/// The cell's job queue (its own database) with its handlers; workers run
+/// the `default` queue only.
+fn jobs(store: &Arc<dyn CellStore>, config: &CellConfig) -> Jobs {
+    let queue: Arc<dyn JobStore> = store.clone();
+    Jobs::new(queue)
+        .with_queues(vec![QueueConfig::new(
+            queues::DEFAULT,
+            DELIVERY_CONCURRENCY,
+        )])
+        .with_backoff_scale(config.job_backoff_scale)
+        .register(webhooks::deliver::DeliverWebhook::new(
+            store.clone(),
+            webhooks::deliver::Outbound::new(config.allow_private_webhooks),
+        ))
 }
 
 /// The cell's router. Its background work (the ingest writer, the offline
-/// sweeper, daily maintenance) runs on `tasks`: cancelled with it, and the
-/// writer commits everything it accepted before it ends.
+/// sweeper, daily maintenance, the job workers that deliver webhooks) runs
+/// on `tasks`: cancelled with it, and the writer commits everything it
+/// accepted before it ends.
 pub fn router(
     store: Arc<dyn CellStore>,
     keys: Arc<InternalKeys>,
@@ -87,7 +147,12 @@ pub fn router(
     tasks: &Shutdown,
 ) -> Router {
     let bus = live::Bus::default();
-    maintenance::spawn_daily(store.clone(), tasks);
+    jobs(&store, &config).spawn_workers(
+        tasks.tracker(),
+        tasks.token(),
+        config.job_poll_interval,
+        JOBS_GRACE,
+    );
     let state = CellState {
         ingest: ingest::Ingest::start(store.clone(), bus.clone(), tasks),
         bus,

@@ -1,25 +1,18 @@
 //! The cell's maintenance: retention (each tenant's history older than its
-//! plan keeps is removed) once a day, and on demand through
-//! `POST /internal/v1/maintenance/retention` for the control plane's jobs and
-//! for tests.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! plan keeps is removed) through `POST /internal/v1/maintenance/retention`,
+//! which the control plane's `retention` job calls on every cell daily at
+//! 02:00 UTC (a cron entry of its job queue: one node runs each day, a day
+//! missed while every node was down is caught up once).
 
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use webhost_http::auth::ControlCaller;
-use webhost_http::serve::Shutdown;
 use webhost_http::{ApiError, ApiJson};
 use webhost_storage::{CellStore, RetentionReport, StorageResult};
 
 use crate::CellState;
-
-const EVERY: Duration = Duration::from_secs(24 * 3600);
-/// Let start-up traffic settle before the first run.
-const FIRST_AFTER: Duration = Duration::from_secs(60);
 
 pub(crate) fn routes() -> Router<CellState> {
     Router::new().route(webhost_contract::paths::RETENTION, post(run_now))
@@ -51,30 +44,6 @@ pub async fn retention(
     Ok(report)
 }
 
-/// Runs retention daily until `tasks` is cancelled.
-pub(crate) fn spawn_daily(store: Arc<dyn CellStore>, tasks: &Shutdown) {
-    let stop = tasks.token();
-    tasks.spawn(async move {
-        tokio::select! {
-            () = tokio::time::sleep(FIRST_AFTER) => {}
-            () = stop.cancelled() => return,
-        }
-        let mut every = tokio::time::interval(EVERY);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                () = stop.cancelled() => return,
-            }
-            if let Err(err) = store.prepare_ahead(Utc::now()).await {
-                tracing::error!(error = %err, "preparing storage ahead failed");
-            }
-            if let Err(err) = retention(store.as_ref(), Utc::now()).await {
-                tracing::error!(error = %err, "retention failed; retrying tomorrow");
-            }
-        }
-    });
-}
-
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunBody {
@@ -89,5 +58,10 @@ async fn run_now(
     body: Option<ApiJson<RunBody>>,
 ) -> Result<ApiJson<RetentionReport>, ApiError> {
     let now = body.and_then(|b| b.0.now).unwrap_or_else(Utc::now);
+    // The daily run is also when the days ahead are prepared (PostgreSQL
+    // partitions; they are made on demand too, this keeps ingest off it).
+    if let Err(err) = state.store.prepare_ahead(Utc::now()).await {
+        tracing::error!(error = %err, "preparing storage ahead failed");
+    }
     Ok(ApiJson(retention(state.store.as_ref(), now).await?))
 }

@@ -11,6 +11,8 @@ use webhost_domain::{ApiKeyId, TenantId, UserId};
 pub enum Subject {
     User(UserId),
     ApiKey(ApiKeyId),
+    /// The operator, authenticated by the edge (the admin token).
+    Operator,
 }
 
 /// A user token (issued by the control plane, checked by the edge).

@@ -2,8 +2,12 @@
 //! placement, the routing table and the global device registry. It reaches
 //! every cell, local or remote, through the cell's HTTP API only.
 
+mod admin;
+pub mod cells;
 mod devices;
+pub mod economics;
 mod identity;
+pub mod maintenance;
 pub mod provider;
 mod subscription;
 
@@ -11,15 +15,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, put};
 use axum::Router;
+use webhost_api::{Anonymous, Api};
 use webhost_http::auth::{InternalAuth, InternalKeys, UserTokens};
 use webhost_http::client::InternalClient;
 use webhost_http::health::{HealthReport, ServiceHealth};
 use webhost_storage::ControlStore;
 
+pub use cells::{ProvisionCell, RetireCell};
 pub use identity::ApiKeySecret;
 pub use provider::{ensure_cells, provision_cell, Providers};
+pub use webhost_jobs::Jobs;
 
 #[derive(Clone)]
 pub struct ControlState {
@@ -28,6 +35,9 @@ pub struct ControlState {
     auth: InternalAuth,
     cells: InternalClient,
     providers: Providers,
+    jobs: Jobs,
+    /// Serialises placement decisions (see `cells::place_tenant`).
+    placing: Arc<tokio::sync::Mutex<()>>,
     login_limiter: Arc<identity::LoginLimiter>,
     region: String,
 }
@@ -43,40 +53,88 @@ pub struct ControlParts {
     pub tokens: UserTokens,
     pub keys: Arc<InternalKeys>,
     pub providers: Providers,
+    /// The job queue on the control plane's database; the control plane
+    /// registers its handlers on it.
+    pub jobs: Jobs,
     pub region: String,
 }
 
-pub fn router(parts: ControlParts) -> Router {
+/// Signup and login: no credentials.
+fn public_api() -> Api<ControlState, Anonymous> {
+    Api::new("WebHost accounts", env!("CARGO_PKG_VERSION"))
+        .operation::<identity::Signup>()
+        .operation::<identity::Login>()
+}
+
+/// A tenant's own account: API keys and subscription.
+fn tenant_api() -> Api<ControlState> {
+    Api::new("WebHost accounts", env!("CARGO_PKG_VERSION"))
+        .operation::<identity::ListApiKeys>()
+        .operation::<identity::CreateApiKey>()
+        .operation::<identity::RevokeApiKey>()
+        .operation::<subscription::ShowSubscription>()
+}
+
+/// The OpenAPI documents of the control plane's declared operations.
+pub fn openapi() -> Vec<utoipa::openapi::OpenApi> {
+    vec![
+        public_api().openapi(),
+        tenant_api().openapi(),
+        admin::api().openapi(),
+    ]
+}
+
+/// The control plane's HTTP API and its jobs (whose workers the caller
+/// starts, on the process's task tracker).
+pub struct ControlPlane {
+    pub router: Router,
+    pub jobs: Jobs,
+}
+
+pub fn build(parts: ControlParts) -> ControlPlane {
+    let cells = InternalClient::new(parts.keys.clone(), webhost_contract::CONTROL);
+    let jobs = parts
+        .jobs
+        .register(ProvisionCell {
+            store: parts.store.clone(),
+            providers: parts.providers.clone(),
+            client: cells.clone(),
+        })
+        .register(RetireCell {
+            store: parts.store.clone(),
+            providers: parts.providers.clone(),
+        });
+    let jobs = maintenance::schedule(jobs, &parts.store, &cells);
     let state = ControlState {
         store: parts.store,
         tokens: parts.tokens,
         auth: InternalAuth {
-            keys: parts.keys.clone(),
+            keys: parts.keys,
             audience: webhost_contract::CONTROL.into(),
         },
-        cells: InternalClient::new(parts.keys, webhost_contract::CONTROL),
+        cells,
         providers: parts.providers,
+        jobs: jobs.clone(),
+        placing: Arc::default(),
         login_limiter: Arc::new(identity::LoginLimiter::new()),
         region: parts.region,
     };
     let router = Router::new()
         .route("/api/health", get(health))
-        .route("/api/v1/signup", post(identity::signup))
-        .route("/api/v1/login", post(identity::login))
-        .route(
-            "/api/v1/api-keys",
-            get(identity::list_api_keys).post(identity::create_api_key),
-        )
-        .route("/api/v1/api-keys/{id}", delete(identity::revoke_api_key))
-        .route("/api/v1/subscription", get(subscription::show))
+        .merge(public_api().router())
+        .merge(tenant_api().router())
         .route(
             webhost_contract::paths::DEVICE_ROUTE,
             put(devices::claim).delete(devices::release),
         )
+        .merge(admin::api().router())
         .fallback(webhost_http::fallback)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)
         .with_state(state);
-    webhost_http::common_layers(router)
+    ControlPlane {
+        router: webhost_http::common_layers(router),
+        jobs,
+    }
 }
 
 async fn health(State(state): State<ControlState>) -> HealthReport {

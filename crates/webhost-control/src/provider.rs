@@ -8,14 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use webhost_domain::{
-    Catalog, CellId, CellTemplate, Placement, Plan, PoolName, ProviderKind, RegionCode,
-};
-use webhost_http::ApiError;
+use webhost_domain::{Catalog, CellId, CellTemplate, PoolName, ProviderKind, RegionCode};
 use webhost_provider::{CellSpec, Progress, Provider};
 use webhost_storage::{Cell, CellStatus, ControlStore, NewCell};
-
-use crate::ControlState;
 
 /// The providers this control plane can use. A pool uses its catalog
 /// provider when that provider is configured (its credentials are set),
@@ -57,58 +52,9 @@ impl Providers {
     }
 }
 
-/// Picks the least-loaded active cell of the placement's pool and region
-/// with room left, provisioning one when there is none.
-pub(crate) async fn place_tenant(
-    state: &ControlState,
-    catalog: &Catalog,
-    plan: &Plan,
-    placement: &Placement,
-) -> Result<Cell, ApiError> {
-    let cells = state.store.cells().await?;
-    let candidate = cells
-        .into_iter()
-        .filter(|c| {
-            c.pool == placement.pool
-                && c.region == placement.region
-                && c.status == CellStatus::Active
-                && c.tenants < c.capacity
-        })
-        .min_by(|a, b| {
-            let load = |c: &Cell| f64::from(c.tenants) / f64::from(c.capacity.max(1));
-            load(a).total_cmp(&load(b))
-        });
-    if let Some(cell) = candidate {
-        return Ok(cell);
-    }
-    let template = catalog
-        .template_for(&placement.pool, &plan.name)
-        .ok_or_else(|| {
-            ApiError::unexpected(anyhow::anyhow!(
-                "no cell template for pool {}",
-                placement.pool
-            ))
-        })?;
-    provision_cell(
-        state.store.as_ref(),
-        &state.providers,
-        catalog,
-        &placement.pool,
-        &placement.region,
-        template,
-    )
-    .await
-    .map_err(|err| {
-        tracing::error!(error = format!("{err:#}"), pool = %placement.pool, region = %placement.region, "provisioning failed");
-        ApiError::unavailable(format!(
-            "no capacity in region {} right now; try again shortly",
-            placement.region
-        ))
-    })
-}
-
 /// Makes a cell in `pool`/`region` from `template` through the pool's
-/// provider and records it.
+/// provider, waiting for it, and records it: for the cells a first start
+/// needs (no request waits on this; signups queue `cells::ProvisionCell`).
 pub async fn provision_cell(
     store: &dyn ControlStore,
     providers: &Providers,
@@ -132,12 +78,15 @@ pub async fn provision_cell(
     };
     let provider = providers.for_pool(catalog, pool);
     let resource = provider.create(&spec).await?;
-    let url = match provider.poll(&spec, &resource).await? {
-        Progress::Ready { url } => url,
-        Progress::Pending { step, .. } => {
-            anyhow::bail!("cell {} is not ready yet ({step})", spec.name)
+    let url = loop {
+        match provider.poll(&spec, &resource).await? {
+            Progress::Ready { url } => break url,
+            Progress::Pending { step, percent } => {
+                tracing::info!(cell = %spec.name, %step, percent, "waiting for the cell");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Progress::Failed { reason } => anyhow::bail!("cell {} failed: {reason}", spec.name),
         }
-        Progress::Failed { reason } => anyhow::bail!("cell {} failed: {reason}", spec.name),
     };
     let monthly_cost_cents = provider.monthly_cost_cents(&spec).await?;
     let cell = store
@@ -148,9 +97,19 @@ pub async fn provision_cell(
             region: region.clone(),
             provider: provider.kind(),
             url,
+            status: CellStatus::Active,
             capacity: template.capacity,
             monthly_cost_cents,
         })
+        .await?;
+    let cell = store
+        .update_cell(
+            cell.id,
+            webhost_storage::CellUpdate {
+                resource: Some(serde_json::to_value(&resource)?),
+                ..webhost_storage::CellUpdate::default()
+            },
+        )
         .await?;
     tracing::info!(cell = %cell.name, %pool, %region, provider = provider.kind().as_str(), "provisioned cell");
     Ok(cell)

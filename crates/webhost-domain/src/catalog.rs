@@ -68,6 +68,11 @@ pub struct Pool {
     /// The provider that creates this pool's cells in production.
     pub provider: ProviderKind,
     pub regions: Vec<RegionCode>,
+    /// When fewer tenant slots than this are free in one of the pool's
+    /// regions (active and provisioning cells together), the next cell is
+    /// provisioned ahead of need, so that signups rarely wait for one.
+    #[serde(default)]
+    pub spare_slots: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,3 +87,7 @@ id_type!(
     /// An event (geofence enter/exit, overspeed, device online/offline).
     EventId
 );
+id_type!(
+    /// A background job of the control plane (see `webhost-jobs`).
+    JobId
+);

@@ -11,7 +11,7 @@ pub use catalog::{
     Catalog, CellTemplate, Placement, PlacementError, Plan, Pool, ProviderKind, RegionRule,
     RegionSettings,
 };
-pub use ids::{ApiKeyId, CellId, EventId, GeofenceId, TenantId, UserId, VehicleId};
+pub use ids::{ApiKeyId, CellId, EventId, GeofenceId, JobId, TenantId, UserId, VehicleId};
 pub use position::{Fix, Position, RawFix, MAX_FUTURE};
 pub use values::{
     Attributes, CompanyName, CountryCode, DeviceId, Email, Password, PlanName, PoolName,

@@ -21,11 +21,15 @@ enum Destination {
     Control,
     /// The tenant's cell.
     Cell,
+    /// Control plane, for the operator (`/api/admin/*`).
+    Admin,
 }
 
 fn classify(path: &str) -> Option<Destination> {
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    if path == "/api/v1/signup" || path == "/api/v1/login" {
+    if under("/api/admin") {
+        Some(Destination::Admin)
+    } else if path == "/api/v1/signup" || path == "/api/v1/login" {
         Some(Destination::ControlPublic)
     } else if under("/api/v1/api-keys") || under("/api/v1/subscription") {
         Some(Destination::Control)
@@ -90,18 +94,13 @@ fn query_token(uri: &Uri) -> Option<String> {
     })
 }
 
-async fn authenticate(
-    state: &EdgeState,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Result<Authenticated, ApiError> {
-    let from_query = if headers.contains_key(header::AUTHORIZATION) || !is_upgrade(headers) {
-        None
-    } else {
-        query_token(uri)
-    };
-    let credential = match &from_query {
-        Some(token) => token.as_str(),
+/// The bearer credential of a request (or of an upgrade's `access_token`).
+fn credential<'r>(
+    headers: &'r HeaderMap,
+    from_query: &'r Option<String>,
+) -> Result<&'r str, ApiError> {
+    match from_query {
+        Some(token) => Ok(token.as_str()),
         None => {
             let value = headers
                 .get(header::AUTHORIZATION)
@@ -118,9 +117,47 @@ async fn authenticate(
                     ApiError::unauthorized(
                         "the Authorization header must be 'Bearer <token or API key>'",
                     )
-                })?
+                })
         }
+    }
+}
+
+/// The operator: `Bearer $WEBHOST_ADMIN_TOKEN`, compared in constant time.
+/// A tenant's valid credential is refused with 403 (it is someone, just
+/// not the operator); anything else with 401.
+async fn authenticate_operator(
+    state: &EdgeState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Subject, ApiError> {
+    let presented = credential(headers, &None)?;
+    if let Some(expected) = &state.admin_token_hash {
+        let hash = webhost_contract::hash_api_key(presented);
+        if bool::from(subtle::ConstantTimeEq::ct_eq(&hash[..], &expected[..])) {
+            return Ok(Subject::Operator);
+        }
+    }
+    match authenticate(state, headers, uri).await {
+        Ok(_) => Err(ApiError::forbidden(
+            "this is the operator API; a tenant's credentials cannot use it",
+        )),
+        Err(_) => Err(ApiError::unauthorized(
+            "send 'Authorization: Bearer <WEBHOST_ADMIN_TOKEN>'",
+        )),
+    }
+}
+
+async fn authenticate(
+    state: &EdgeState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Authenticated, ApiError> {
+    let from_query = if headers.contains_key(header::AUTHORIZATION) || !is_upgrade(headers) {
+        None
+    } else {
+        query_token(uri)
     };
+    let credential = credential(headers, &from_query)?;
     if credential.starts_with(webhost_contract::API_KEY_PREFIX) {
         let hash = webhost_contract::hash_api_key(credential);
         match state.store.authenticate_api_key(&hash).await {
@@ -175,6 +212,15 @@ async fn try_forward(
             None,
             None,
         ),
+        Destination::Admin => {
+            let operator = authenticate_operator(state, &parts.headers, &parts.uri).await?;
+            (
+                state.control_url.to_string(),
+                webhost_contract::CONTROL.to_string(),
+                None,
+                Some(operator),
+            )
+        }
         Destination::Control => {
             let who = authenticate(state, &parts.headers, &parts.uri).await?;
             (
@@ -195,6 +241,17 @@ async fn try_forward(
                 }
                 Err(err) => return Err(err.into()),
             };
+            if route.tenant_status == TenantStatus::Provisioning {
+                return Err(ApiError {
+                    retry_after_secs: Some(5),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "provisioning",
+                        "the account's cell is still being set up; GET /api/v1/subscription shows \
+                         the progress; try again shortly",
+                    )
+                });
+            }
             if route.tenant_status != TenantStatus::Active {
                 return Err(ApiError::forbidden(format!(
                     "the account is {}; contact support",
@@ -376,6 +433,9 @@ mod tests {
         assert_eq!(classify("/api/v1/vehicles"), Some(Destination::Cell));
         assert_eq!(classify("/api/graphql"), Some(Destination::Cell));
         assert_eq!(classify("/internal/v1/stats"), None);
+        assert_eq!(classify("/api/admin/cells"), Some(Destination::Admin));
+        assert_eq!(classify("/api/admin"), Some(Destination::Admin));
+        assert_eq!(classify("/api/administrator"), None);
         assert_eq!(classify("/api/v1signup"), None);
         assert_eq!(classify("/"), None);
     }

@@ -26,6 +26,9 @@ pub struct EdgeParts {
     pub store: Arc<dyn RoutingDirectory>,
     /// The public API's descriptions, served as they are.
     pub docs: ApiDocs,
+    /// `WEBHOST_ADMIN_TOKEN`, the operator's credential; `None` disables
+    /// the operator API at this edge.
+    pub admin_token: Option<String>,
     pub tokens: UserTokens,
     pub keys: Arc<InternalKeys>,
     pub control_url: String,
@@ -49,6 +52,9 @@ pub struct Shared {
     redis: Option<redis::aio::ConnectionManager>,
     devices: devices::Devices,
     docs: ApiDocs,
+    /// SHA-256 of the admin token: compared in constant time, and the
+    /// token itself is not kept.
+    admin_token_hash: Option<[u8; 32]>,
 }
 
 impl std::ops::Deref for EdgeState {
@@ -71,6 +77,10 @@ impl EdgeState {
             region: parts.region,
             redis: parts.redis,
             docs: parts.docs,
+            admin_token_hash: parts
+                .admin_token
+                .filter(|t| !t.is_empty())
+                .map(|t| webhost_contract::hash_api_key(&t)),
         }))
     }
 }

@@ -252,6 +252,28 @@ where
     }
 }
 
+/// The operator, as the edge authenticated it (`/api/admin/*`).
+#[derive(Clone, Copy, Debug)]
+pub struct OperatorCaller;
+
+impl<S> FromRequestParts<S> for OperatorCaller
+where
+    InternalAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.subject {
+            Some(Subject::Operator) if caller.issuer == webhost_contract::EDGE => Ok(Self),
+            _ => Err(ApiError::forbidden(
+                "this is the operator API; a tenant's credentials cannot use it",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,7 @@ impl From<Conflict> for ApiError {
                 format!("{message}; upgrade the plan or delete a vehicle"),
             ),
             Conflict::CellNameTaken(_) => Self::conflict("cell_name_taken", message),
+            Conflict::Job(_) => Self::conflict("job_state", message),
         }
     }
 }

@@ -93,6 +93,11 @@ impl Shutdown {
         self.token.clone().cancelled_owned()
     }
 
+    /// The tracker tasks are spawned on.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
     /// The token tasks watch; cancelled by `trigger`.
     pub fn token(&self) -> CancellationToken {
         self.token.clone()

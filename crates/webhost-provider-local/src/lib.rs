@@ -89,6 +89,7 @@ fn cell_database_url(base_url: &str, cell_name: &str) -> anyhow::Result<String> 
 struct Running {
     server: Server,
     stop: Shutdown,
+    started: std::time::Instant,
 }
 
 /// Runs cells inside this process.
@@ -98,6 +99,27 @@ pub struct LocalProvider {
     control_url: String,
     shutdown: Shutdown,
     running: Mutex<HashMap<CellId, Running>>,
+    boot_delay: std::time::Duration,
+    tuning: CellTuning,
+}
+
+/// What every local cell is started with besides its identity.
+#[derive(Clone, Debug)]
+pub struct CellTuning {
+    /// Webhooks may target private addresses (see `CellConfig`).
+    pub allow_private_webhooks: bool,
+    pub job_backoff_scale: f64,
+    pub job_poll_interval: std::time::Duration,
+}
+
+impl Default for CellTuning {
+    fn default() -> Self {
+        Self {
+            allow_private_webhooks: false,
+            job_backoff_scale: 1.0,
+            job_poll_interval: std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 impl LocalProvider {
@@ -113,7 +135,22 @@ impl LocalProvider {
             control_url,
             shutdown,
             running: Mutex::new(HashMap::new()),
+            boot_delay: std::time::Duration::ZERO,
+            tuning: CellTuning::default(),
         }
+    }
+
+    /// How the cells run their jobs and webhooks.
+    pub fn with_tuning(mut self, tuning: CellTuning) -> Self {
+        self.tuning = tuning;
+        self
+    }
+
+    /// A cell reports ready only this long after it started, like a real
+    /// machine booting (demos, and tests of provisioning in the background).
+    pub fn with_boot_delay(mut self, delay: std::time::Duration) -> Self {
+        self.boot_delay = delay;
+        self
     }
 
     /// Starts the cell (opening or creating its database) unless it is
@@ -138,9 +175,10 @@ impl LocalProvider {
             store,
             self.keys.clone(),
             webhost_cell::CellConfig {
-                cell_id: id,
-                region: region.to_string(),
-                control_url: self.control_url.clone(),
+                allow_private_webhooks: self.tuning.allow_private_webhooks,
+                job_backoff_scale: self.tuning.job_backoff_scale,
+                job_poll_interval: self.tuning.job_poll_interval,
+                ..webhost_cell::CellConfig::new(id, region.to_string(), self.control_url.clone())
             },
             &stop,
         );
@@ -148,7 +186,14 @@ impl LocalProvider {
         let server = webhost_http::serve::spawn(listener, router, &stop)?;
         let url = server.url();
         tracing::info!(cell = name, %url, "local cell listening");
-        running.insert(id, Running { server, stop });
+        running.insert(
+            id,
+            Running {
+                server,
+                stop,
+                started: std::time::Instant::now(),
+            },
+        );
         Ok(url)
     }
 
@@ -174,14 +219,24 @@ impl Provider for LocalProvider {
         })
     }
 
+    /// Starts the cell again if this process does not run it (a restart
+    /// between create and ready), so provisioning resumes.
     async fn poll(&self, spec: &CellSpec, _: &Resource) -> anyhow::Result<Progress> {
-        Ok(match self.running.lock().await.get(&spec.id) {
-            Some(cell) => Progress::Ready {
-                url: cell.server.url(),
+        let url = self.start(spec.id, &spec.name, &spec.region).await?;
+        let booted = self
+            .running
+            .lock()
+            .await
+            .get(&spec.id)
+            .map(|cell| cell.started.elapsed());
+        Ok(match booted {
+            Some(up) if up < self.boot_delay => Progress::Pending {
+                step: "booting".into(),
+                percent: u8::try_from(up.as_millis() * 100 / self.boot_delay.as_millis().max(1))
+                    .unwrap_or(99)
+                    .min(99),
             },
-            None => Progress::Failed {
-                reason: format!("local cell {} is not running", spec.name),
-            },
+            _ => Progress::Ready { url },
         })
     }
 

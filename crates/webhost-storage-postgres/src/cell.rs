@@ -8,6 +8,10 @@ use webhost_domain::{
     Attributes, DeviceId, GeofenceId, PlanName, ShortText, TenantId, VehicleId, VehicleName,
 };
 use webhost_storage::{
+    AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
+    WebhookId, WebhookPatch,
+};
+use webhost_storage::{
     CellStats, CellStore, CellTenant, Conflict, CreateGeofenceError, Event, EventCursor,
     EventQuery, Geofence, GeofencePatch, HistoryQuery, IngestBatch, NewGeofence, NewVehicle, Page,
     PageRequest, PositionBucket, SilentVehicle, StorageError, StorageResult, Vehicle, VehiclePatch,
@@ -486,5 +490,53 @@ impl CellStore for PgCellStore {
         limit: u32,
     ) -> StorageResult<Vec<SilentVehicle>> {
         self.silent_vehicles_impl(before, limit).await
+    }
+
+    async fn create_webhook(
+        &self,
+        tenant: TenantId,
+        webhook: NewWebhook,
+    ) -> Result<Webhook, CreateWebhookError> {
+        self.create_webhook_impl(tenant, webhook).await
+    }
+
+    async fn webhooks(&self, tenant: TenantId) -> StorageResult<Vec<Webhook>> {
+        self.webhooks_impl(tenant).await
+    }
+
+    async fn webhook(&self, tenant: TenantId, id: WebhookId) -> StorageResult<Webhook> {
+        self.webhook_impl(tenant, id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        tenant: TenantId,
+        id: WebhookId,
+        patch: WebhookPatch,
+    ) -> StorageResult<Webhook> {
+        self.update_webhook_impl(tenant, id, patch).await
+    }
+
+    async fn delete_webhook(&self, tenant: TenantId, id: WebhookId) -> StorageResult<()> {
+        self.delete_webhook_impl(tenant, id).await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        tenant: TenantId,
+        attempt: WebhookAttempt,
+        verdict: AttemptVerdict,
+    ) -> StorageResult<Webhook> {
+        self.record_webhook_attempt_impl(tenant, attempt, verdict)
+            .await
+    }
+
+    async fn webhook_attempts(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        page: PageRequest<WebhookAttemptId>,
+    ) -> StorageResult<Page<WebhookAttempt, WebhookAttemptId>> {
+        self.webhook_attempts_impl(tenant, webhook, page).await
     }
 }

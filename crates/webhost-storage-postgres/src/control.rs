@@ -8,9 +8,10 @@ use webhost_domain::{
     ProviderKind, RegionCode, TenantId, UserId, VehicleId,
 };
 use webhost_storage::{
-    ApiKey, ApiKeyPrincipal, Cell, CellStatus, Conflict, ControlStore, DeviceRegistration,
-    NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory, StorageError, StorageResult,
-    Tenant, TenantStatus, User, UserCredentials, UserRole,
+    ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, Conflict, ControlStore,
+    DeviceRegistration, NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory,
+    StorageError, StorageResult, Tenant, TenantFilter, TenantPlacement, TenantStatus, User,
+    UserCredentials, UserRole,
 };
 
 use crate::{corrupt, map_err, open_pool, unexpected};
@@ -85,7 +86,8 @@ fn api_key_from_row(row: &PgRow) -> StorageResult<ApiKey> {
 }
 
 const CELL_SELECT: &str = "SELECT c.id, c.name, c.pool, c.region, c.provider, c.url, c.status, \
-     c.capacity, c.monthly_cost_cents, c.created_at, \
+     c.capacity, c.monthly_cost_cents, c.created_at, c.resource, c.progress, c.last_error, \
+     COALESCE(c.updated_at, c.created_at) AS updated_at, \
      (SELECT COUNT(*) FROM routes r WHERE r.cell_id = c.id) AS tenants FROM cells c";
 
 fn cell_from_row(row: &PgRow) -> StorageResult<Cell> {
@@ -102,7 +104,11 @@ fn cell_from_row(row: &PgRow) -> StorageResult<Cell> {
         capacity: row.try_get::<i32, _>("capacity").map_err(unexpected)? as u32,
         monthly_cost_cents: row.try_get("monthly_cost_cents").map_err(unexpected)?,
         tenants: row.try_get::<i64, _>("tenants").map_err(unexpected)? as u32,
+        resource: row.try_get("resource").map_err(unexpected)?,
+        progress: row.try_get("progress").map_err(unexpected)?,
+        last_error: row.try_get("last_error").map_err(unexpected)?,
         created_at: row.try_get("created_at").map_err(unexpected)?,
+        updated_at: row.try_get("updated_at").map_err(unexpected)?,
     })
 }
 
@@ -133,7 +139,8 @@ impl ControlStore for PgControlStore {
         let name = cell.name.clone();
         sqlx::query(
             "INSERT INTO cells (id, name, pool, region, provider, url, status, capacity, \
-             monthly_cost_cents, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             monthly_cost_cents, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
         )
         .bind(cell.id.as_uuid())
         .bind(&cell.name)
@@ -141,7 +148,7 @@ impl ControlStore for PgControlStore {
         .bind(cell.region.as_str())
         .bind(cell.provider.as_str())
         .bind(&cell.url)
-        .bind(CellStatus::Active.as_str())
+        .bind(cell.status.as_str())
         .bind(cell.capacity as i32)
         .bind(cell.monthly_cost_cents)
         .bind(Utc::now())
@@ -194,6 +201,43 @@ impl ControlStore for PgControlStore {
             return Err(StorageError::NotFound("cell"));
         }
         Ok(())
+    }
+
+    async fn update_cell(&self, id: CellId, update: CellUpdate) -> StorageResult<Cell> {
+        let done = sqlx::query(
+            "UPDATE cells SET status = COALESCE($1, status), url = COALESCE($2, url), \
+             resource = COALESCE($3, resource), progress = COALESCE($4, progress), \
+             last_error = CASE WHEN $5 THEN $6 ELSE last_error END, \
+             monthly_cost_cents = COALESCE($7, monthly_cost_cents), updated_at = now() \
+             WHERE id = $8",
+        )
+        .bind(update.status.map(CellStatus::as_str))
+        .bind(update.url)
+        .bind(update.resource)
+        .bind(update.progress)
+        .bind(update.last_error.is_some())
+        .bind(update.last_error.flatten())
+        .bind(update.monthly_cost_cents)
+        .bind(id.as_uuid())
+        .execute(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("cell"));
+        }
+        self.cell(id).await
+    }
+
+    async fn cell_tenants(&self, cell: CellId) -> StorageResult<Vec<Tenant>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants t JOIN routes r ON r.tenant_id = t.id \
+             WHERE r.cell_id = $1 ORDER BY t.id"
+        ))
+        .bind(cell.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(tenant_from_row).collect()
     }
 
     async fn create_tenant(
@@ -301,6 +345,58 @@ impl ControlStore for PgControlStore {
         .await
         .map_err(unexpected)?;
         rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn tenant_placements(
+        &self,
+        filter: &TenantFilter,
+    ) -> StorageResult<Vec<TenantPlacement>> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {TENANT_COLUMNS}, r.cell_id, r.version, c.name AS cell_name FROM tenants t \
+             JOIN routes r ON r.tenant_id = t.id JOIN cells c ON c.id = r.cell_id WHERE true"
+        ));
+        if let Some(plan) = &filter.plan {
+            query
+                .push(" AND t.plan = ")
+                .push_bind(plan.as_str().to_owned());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND t.status = ").push_bind(status.as_str());
+        }
+        if let Some(pool) = &filter.pool {
+            query
+                .push(" AND t.pool = ")
+                .push_bind(pool.as_str().to_owned());
+        }
+        if let Some(region) = &filter.region {
+            query
+                .push(" AND t.region = ")
+                .push_bind(region.as_str().to_owned());
+        }
+        if let Some(cell) = filter.cell {
+            query.push(" AND r.cell_id = ").push_bind(cell.as_uuid());
+        }
+        if let Some(after) = filter.after {
+            query.push(" AND t.id > ").push_bind(after.as_uuid());
+        }
+        query
+            .push(" ORDER BY t.id LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TenantPlacement {
+                    tenant: tenant_from_row(row)?,
+                    cell_id: CellId::from_uuid(row.try_get("cell_id").map_err(unexpected)?),
+                    cell: row.try_get("cell_name").map_err(unexpected)?,
+                    routing_version: row.try_get("version").map_err(unexpected)?,
+                })
+            })
+            .collect()
     }
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials> {

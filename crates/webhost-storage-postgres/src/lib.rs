@@ -3,8 +3,10 @@
 mod cell;
 mod control;
 mod fleet;
+mod jobs;
 mod positions;
 mod retention;
+mod webhooks;
 
 use std::time::Duration;
 

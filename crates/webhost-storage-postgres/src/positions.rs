@@ -279,7 +279,11 @@ impl crate::PgCellStore {
         batch: IngestBatch<'_>,
     ) -> StorageResult<Vec<bool>> {
         let rows = batch.positions;
-        if rows.is_empty() && batch.events.is_empty() && batch.states.is_empty() {
+        if rows.is_empty()
+            && batch.events.is_empty()
+            && batch.states.is_empty()
+            && batch.jobs.is_empty()
+        {
             return Ok(Vec::new());
         }
         self.ensure_partitions(rows.iter().map(|r| r.position.fix.time.date_naive()))
@@ -292,6 +296,7 @@ impl crate::PgCellStore {
         };
         crate::fleet::insert_events(&mut tx, batch.events).await?;
         crate::fleet::upsert_states(&mut tx, batch.states).await?;
+        crate::jobs::insert_jobs(&mut tx, batch.jobs).await?;
         tx.commit().await.map_err(unexpected)?;
         Ok(stored)
     }

@@ -7,9 +7,10 @@ use webhost_domain::{
     ProviderKind, RegionCode, TenantId, UserId, VehicleId,
 };
 use webhost_storage::{
-    ApiKey, ApiKeyPrincipal, Cell, CellStatus, Conflict, ControlStore, DeviceRegistration,
-    NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory, StorageError, StorageResult,
-    Tenant, TenantStatus, User, UserCredentials, UserRole,
+    ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, Conflict, ControlStore,
+    DeviceRegistration, NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory,
+    StorageError, StorageResult, Tenant, TenantFilter, TenantPlacement, TenantStatus, User,
+    UserCredentials, UserRole,
 };
 
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
@@ -97,8 +98,15 @@ fn api_key_from_row(row: &SqliteRow) -> StorageResult<ApiKey> {
 }
 
 const CELL_SELECT: &str = "SELECT c.id, c.name, c.pool, c.region, c.provider, c.url, c.status, \
-     c.capacity, c.monthly_cost_cents, c.created_at, \
+     c.capacity, c.monthly_cost_cents, c.created_at, c.resource, c.progress, c.last_error, \
+     COALESCE(c.updated_at, c.created_at) AS updated_at, \
      (SELECT COUNT(*) FROM routes r WHERE r.cell_id = c.id) AS tenants FROM cells c";
+
+fn json_column(row: &SqliteRow, column: &str) -> StorageResult<Option<serde_json::Value>> {
+    let raw: Option<String> = row.try_get(column).map_err(unexpected)?;
+    raw.map(|raw| serde_json::from_str(&raw).map_err(|_| corrupt(column, &raw)))
+        .transpose()
+}
 
 fn cell_from_row(row: &SqliteRow) -> StorageResult<Cell> {
     let provider: String = row.try_get("provider").map_err(unexpected)?;
@@ -116,7 +124,11 @@ fn cell_from_row(row: &SqliteRow) -> StorageResult<Cell> {
         capacity: row.try_get::<i64, _>("capacity").map_err(unexpected)? as u32,
         monthly_cost_cents: row.try_get("monthly_cost_cents").map_err(unexpected)?,
         tenants: row.try_get::<i64, _>("tenants").map_err(unexpected)? as u32,
+        resource: json_column(row, "resource")?,
+        progress: json_column(row, "progress")?,
+        last_error: row.try_get("last_error").map_err(unexpected)?,
         created_at: row.try_get("created_at").map_err(unexpected)?,
+        updated_at: row.try_get("updated_at").map_err(unexpected)?,
     })
 }
 
@@ -156,7 +168,7 @@ impl ControlStore for SqliteControlStore {
         let name = cell.name.clone();
         sqlx::query(
             "INSERT INTO cells (id, name, pool, region, provider, url, status, capacity, \
-             monthly_cost_cents, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             monthly_cost_cents, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cell.id.to_string())
         .bind(&cell.name)
@@ -164,9 +176,10 @@ impl ControlStore for SqliteControlStore {
         .bind(cell.region.as_str())
         .bind(cell.provider.as_str())
         .bind(&cell.url)
-        .bind(CellStatus::Active.as_str())
+        .bind(cell.status.as_str())
         .bind(i64::from(cell.capacity))
         .bind(cell.monthly_cost_cents)
+        .bind(Utc::now())
         .bind(Utc::now())
         .execute(&self.pools.writer)
         .await
@@ -218,6 +231,44 @@ impl ControlStore for SqliteControlStore {
             return Err(StorageError::NotFound("cell"));
         }
         Ok(())
+    }
+
+    async fn update_cell(&self, id: CellId, update: CellUpdate) -> StorageResult<Cell> {
+        let json = |value: Option<serde_json::Value>| value.map(|v| v.to_string());
+        let done = sqlx::query(
+            "UPDATE cells SET status = COALESCE(?, status), url = COALESCE(?, url), \
+             resource = COALESCE(?, resource), progress = COALESCE(?, progress), \
+             last_error = CASE WHEN ? THEN ? ELSE last_error END, \
+             monthly_cost_cents = COALESCE(?, monthly_cost_cents), updated_at = ? WHERE id = ?",
+        )
+        .bind(update.status.map(CellStatus::as_str))
+        .bind(update.url)
+        .bind(json(update.resource))
+        .bind(json(update.progress))
+        .bind(update.last_error.is_some())
+        .bind(update.last_error.flatten())
+        .bind(update.monthly_cost_cents)
+        .bind(Utc::now())
+        .bind(id.to_string())
+        .execute(&self.pools.writer)
+        .await
+        .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("cell"));
+        }
+        self.cell(id).await
+    }
+
+    async fn cell_tenants(&self, cell: CellId) -> StorageResult<Vec<Tenant>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants t JOIN routes r ON r.tenant_id = t.id \
+             WHERE r.cell_id = ? ORDER BY t.id"
+        ))
+        .bind(cell.to_string())
+        .fetch_all(&self.pools.reader)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(tenant_from_row).collect()
     }
 
     async fn create_tenant(
@@ -315,6 +366,60 @@ impl ControlStore for SqliteControlStore {
         .await
         .map_err(unexpected)?;
         rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn tenant_placements(
+        &self,
+        filter: &TenantFilter,
+    ) -> StorageResult<Vec<TenantPlacement>> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {TENANT_COLUMNS}, r.cell_id, r.version, c.name AS cell_name FROM tenants t \
+             JOIN routes r ON r.tenant_id = t.id JOIN cells c ON c.id = r.cell_id WHERE 1 = 1"
+        ));
+        if let Some(plan) = &filter.plan {
+            query
+                .push(" AND t.plan = ")
+                .push_bind(plan.as_str().to_owned());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND t.status = ").push_bind(status.as_str());
+        }
+        if let Some(pool) = &filter.pool {
+            query
+                .push(" AND t.pool = ")
+                .push_bind(pool.as_str().to_owned());
+        }
+        if let Some(region) = &filter.region {
+            query
+                .push(" AND t.region = ")
+                .push_bind(region.as_str().to_owned());
+        }
+        if let Some(cell) = filter.cell {
+            query.push(" AND r.cell_id = ").push_bind(cell.to_string());
+        }
+        if let Some(after) = filter.after {
+            query.push(" AND t.id > ").push_bind(after.to_string());
+        }
+        query
+            .push(" ORDER BY t.id LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query
+            .build()
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(unexpected)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TenantPlacement {
+                    tenant: tenant_from_row(row)?,
+                    cell_id: CellId::from_uuid(parse_uuid(
+                        &row.try_get::<String, _>("cell_id").map_err(unexpected)?,
+                    )?),
+                    cell: row.try_get("cell_name").map_err(unexpected)?,
+                    routing_version: row.try_get("version").map_err(unexpected)?,
+                })
+            })
+            .collect()
     }
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials> {

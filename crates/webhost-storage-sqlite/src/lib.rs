@@ -7,8 +7,10 @@ mod bulk_read;
 mod cell;
 mod control;
 mod fleet;
+mod jobs;
 mod positions;
 mod retention;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -114,7 +114,11 @@ impl crate::SqliteCellStore {
         batch: IngestBatch<'_>,
     ) -> StorageResult<Vec<bool>> {
         let rows = batch.positions;
-        if rows.is_empty() && batch.events.is_empty() && batch.states.is_empty() {
+        if rows.is_empty()
+            && batch.events.is_empty()
+            && batch.states.is_empty()
+            && batch.jobs.is_empty()
+        {
             return Ok(Vec::new());
         }
         let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
@@ -163,6 +167,7 @@ impl crate::SqliteCellStore {
         }
         crate::fleet::insert_events(&mut tx, batch.events).await?;
         crate::fleet::upsert_states(&mut tx, batch.states).await?;
+        crate::jobs::insert_jobs(&mut tx, batch.jobs).await?;
         tx.commit().await.map_err(unexpected)?;
         Ok(stored)
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use tempfile::TempDir;
-use webhost_storage::{CellStore, ControlStore};
+use webhost_storage::{CellStore, ControlStore, JobStore};
 
 /// The environment variable naming the PostgreSQL server to test against.
 pub const DATABASE_URL_VAR: &str = "WEBHOST_TEST_DATABASE_URL";
@@ -32,6 +32,20 @@ pub struct ControlFixture {
 impl ControlFixture {
     pub fn store(&self) -> &dyn ControlStore {
         self.store.as_ref()
+    }
+}
+
+/// The job queue of a control store on a fresh database, and what keeps that
+/// database alive. Shared (`Arc`) so stories can race callers; a clone must
+/// not outlive the fixture.
+pub struct JobsFixture {
+    store: Arc<dyn JobStore>,
+    _database: Database,
+}
+
+impl JobsFixture {
+    pub fn store(&self) -> Arc<dyn JobStore> {
+        Arc::clone(&self.store)
     }
 }
 
@@ -77,7 +91,7 @@ pub mod sqlite {
     use tempfile::TempDir;
     use webhost_storage_sqlite::{SqliteCellStore, SqliteControlStore};
 
-    use super::{CellFixture, ControlFixture, Database};
+    use super::{CellFixture, ControlFixture, Database, JobsFixture};
 
     fn temp_dir() -> (TempDir, String) {
         let dir = tempfile::Builder::new()
@@ -105,6 +119,30 @@ pub mod sqlite {
         })
     }
 
+    /// The job queue of a control store on a new SQLite file. Always `Some`.
+    pub async fn jobs() -> Option<JobsFixture> {
+        let (dir, path) = temp_dir();
+        let store = SqliteControlStore::open(&path)
+            .await
+            .expect("opening a fresh SQLite control store");
+        Some(JobsFixture {
+            store: Arc::new(store),
+            _database: Database::Sqlite(dir),
+        })
+    }
+
+    /// The job queue of a cell store on a new SQLite file. Always `Some`.
+    pub async fn cell_jobs() -> Option<JobsFixture> {
+        let (dir, path) = temp_dir();
+        let store = SqliteCellStore::open(&path)
+            .await
+            .expect("opening a fresh SQLite cell store");
+        Some(JobsFixture {
+            store: Arc::new(store),
+            _database: Database::Sqlite(dir),
+        })
+    }
+
     /// A cell store on a new SQLite file. Always `Some`.
     pub async fn cell() -> Option<CellFixture> {
         let (dir, path) = temp_dir();
@@ -125,7 +163,7 @@ pub mod postgres {
     use webhost_storage_postgres::{PgCellStore, PgControlStore};
 
     use super::{
-        postgres_admin_url, CellFixture, ControlFixture, Database, PostgresDatabase,
+        postgres_admin_url, CellFixture, ControlFixture, Database, JobsFixture, PostgresDatabase,
         DATABASE_URL_VAR, PG_POOL_SIZE,
     };
 
@@ -150,6 +188,34 @@ pub mod postgres {
             .expect("opening a PostgreSQL control store on a fresh database");
         Some(ControlFixture {
             store: Box::new(store),
+            _database: Database::Postgres(database),
+        })
+    }
+
+    /// The job queue of a control store on a new database, or `None` (after a
+    /// note) when no server is configured.
+    pub async fn jobs() -> Option<JobsFixture> {
+        let admin_url = admin_url_or_note()?;
+        let database = PostgresDatabase::create(&admin_url).await;
+        let store = PgControlStore::open(database.url(), PG_POOL_SIZE)
+            .await
+            .expect("opening a PostgreSQL control store on a fresh database");
+        Some(JobsFixture {
+            store: Arc::new(store),
+            _database: Database::Postgres(database),
+        })
+    }
+
+    /// The job queue of a cell store on a new database, or `None` (after a
+    /// note) when no server is configured.
+    pub async fn cell_jobs() -> Option<JobsFixture> {
+        let admin_url = admin_url_or_note()?;
+        let database = PostgresDatabase::create(&admin_url).await;
+        let store = PgCellStore::open(database.url(), PG_POOL_SIZE)
+            .await
+            .expect("opening a PostgreSQL cell store on a fresh database (PostGIS installed?)");
+        Some(JobsFixture {
+            store: Arc::new(store),
             _database: Database::Postgres(database),
         })
     }

@@ -2,8 +2,8 @@
 
 use webhost_domain::{ApiKeyId, Catalog, CellId, TenantId, UserId, VehicleId};
 use webhost_storage::{
-    ApiKeyPrincipal, CellStatus, Conflict, ControlStore, DeviceRegistration, NewUser, StorageError,
-    TenantStatus, UserRole,
+    ApiKeyPrincipal, CellStatus, CellUpdate, Conflict, ControlStore, DeviceRegistration, NewUser,
+    StorageError, TenantFilter, TenantStatus, UserRole,
 };
 
 use crate::fixtures::{
@@ -825,4 +825,156 @@ pub async fn concurrent_claims_of_one_device_admit_one(store: &dyn ControlStore)
         }
     }
     assert_eq!(registered, 1, "exactly one call registered the device");
+}
+
+/// A cell recorded while its provider makes it carries the provider's
+/// progress and resource, and turns active with its URL; untouched fields
+/// stay as they were.
+pub async fn cells_record_provisioning_and_updates_merge(store: &dyn ControlStore) {
+    let mut new = new_cell("fly-sin-1", "");
+    new.status = CellStatus::Provisioning;
+    let created = store.create_cell(new).await.expect("create cell");
+    assert_eq!(created.status, CellStatus::Provisioning);
+    assert_eq!(
+        (created.resource.clone(), created.progress.clone()),
+        (None, None)
+    );
+    assert_recent(created.updated_at, "updated_at");
+
+    let progress = serde_json::json!({ "step": "booting", "percent": 40 });
+    let resource = serde_json::json!({ "provider": "fly", "external_id": "app-1" });
+    let during = store
+        .update_cell(
+            created.id,
+            CellUpdate {
+                progress: Some(progress.clone()),
+                resource: Some(resource.clone()),
+                last_error: Some(Some("503 from the provider; retrying".into())),
+                ..CellUpdate::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(during.status, CellStatus::Provisioning);
+    assert_eq!(during.progress, Some(progress));
+    assert_eq!(during.resource, Some(resource.clone()));
+    assert_eq!(
+        during.last_error.as_deref(),
+        Some("503 from the provider; retrying")
+    );
+
+    let ready = store
+        .update_cell(
+            created.id,
+            CellUpdate {
+                status: Some(CellStatus::Active),
+                url: Some("http://10.0.0.7:4000".into()),
+                last_error: Some(None),
+                monthly_cost_cents: Some(40_000),
+                ..CellUpdate::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(ready.status, CellStatus::Active);
+    assert_eq!(ready.url, "http://10.0.0.7:4000");
+    assert_eq!(ready.resource, Some(resource), "left as it was");
+    assert_eq!(ready.last_error, None, "cleared");
+    assert_eq!(ready.monthly_cost_cents, 40_000);
+    assert_eq!(store.cell(created.id).await.expect("cell"), ready);
+
+    assert_not_found(
+        store
+            .update_cell(CellId::new(), CellUpdate::default())
+            .await,
+        "cell",
+    );
+}
+
+/// Tenants are listed by cell, and page by id with filters.
+pub async fn tenants_list_by_cell_and_page_with_filters(store: &dyn ControlStore) {
+    let one = a_cell(store, "fly-sin-1").await;
+    let two = a_cell(store, "fly-sin-2").await;
+    let mut ids = Vec::new();
+    for (i, cell) in [one, two, one, one, two].into_iter().enumerate() {
+        let seed = tenant_seed(cell, "Acme", &format!("owner{i}@example.com"));
+        ids.push(seed.tenant.id);
+        create(store, &seed).await;
+    }
+    store
+        .set_tenant_status(ids[2], TenantStatus::Active)
+        .await
+        .expect("status");
+
+    let on_one: Vec<_> = store
+        .cell_tenants(one)
+        .await
+        .expect("cell tenants")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(on_one, vec![ids[0], ids[2], ids[3]]);
+    assert!(store
+        .cell_tenants(CellId::new())
+        .await
+        .expect("none")
+        .is_empty());
+
+    // Pages of two, in id order, until a short page.
+    let mut seen = Vec::new();
+    let mut filter = TenantFilter {
+        limit: 2,
+        ..TenantFilter::default()
+    };
+    loop {
+        let page = store.tenant_placements(&filter).await.expect("page");
+        seen.extend(page.iter().map(|p| (p.tenant.id, p.cell_id)));
+        if page.len() < 2 {
+            break;
+        }
+        filter.after = page.last().map(|p| p.tenant.id);
+    }
+    let mut expected: Vec<_> = ids
+        .iter()
+        .zip([one, two, one, one, two])
+        .map(|(t, c)| (*t, c))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let placed = store
+        .tenant_placements(&TenantFilter {
+            cell: Some(two),
+            limit: 10,
+            ..TenantFilter::default()
+        })
+        .await
+        .expect("by cell");
+    assert_eq!(placed.len(), 2);
+    assert!(placed
+        .iter()
+        .all(|p| p.cell == "fly-sin-2" && p.routing_version >= 1));
+
+    let active = store
+        .tenant_placements(&TenantFilter {
+            status: Some(TenantStatus::Active),
+            plan: Some(plan("professional")),
+            limit: 10,
+            ..TenantFilter::default()
+        })
+        .await
+        .expect("by status");
+    assert_eq!(
+        active.iter().map(|p| p.tenant.id).collect::<Vec<_>>(),
+        vec![ids[2]]
+    );
+    let none = store
+        .tenant_placements(&TenantFilter {
+            plan: Some(plan("hobby")),
+            limit: 10,
+            ..TenantFilter::default()
+        })
+        .await
+        .expect("by plan");
+    assert!(none.is_empty());
 }

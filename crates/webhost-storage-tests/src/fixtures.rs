@@ -83,6 +83,7 @@ pub fn region(raw: &str) -> RegionCode {
 
 pub fn new_cell(name: &str, url: &str) -> NewCell {
     NewCell {
+        status: webhost_storage::CellStatus::Active,
         id: CellId::new(),
         name: name.to_string(),
         pool: PoolName::parse("fly").expect("valid pool"),

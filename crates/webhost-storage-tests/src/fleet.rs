@@ -532,6 +532,7 @@ pub async fn positions_events_and_states_commit_together(store: &dyn CellStore) 
             positions: &positions,
             events: &events,
             states: &states,
+            jobs: &[],
         })
         .await
         .expect("batch");
@@ -572,6 +573,7 @@ pub async fn positions_events_and_states_commit_together(store: &dyn CellStore) 
             positions: &failing_positions,
             events: &failing_events,
             states: &failing_states,
+            jobs: &[],
         })
         .await;
     assert!(failed.is_err(), "a repeated event id fails the batch");

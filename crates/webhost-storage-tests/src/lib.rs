@@ -3,7 +3,9 @@
 //! (`&dyn ControlStore` or `&dyn CellStore`), so it states what the trait
 //! promises and nothing about SQL. [`conformance_tests!`] turns the list of
 //! stories into one `#[tokio::test]` per story for a backend;
-//! `tests/sqlite.rs` and `tests/postgres.rs` are one macro call each.
+//! `tests/sqlite.rs` and `tests/postgres.rs` are one macro call each. The
+//! job stories run twice: on the control store and on the cell store (each
+//! database holds its own queue).
 //!
 //! [`backends`] opens fresh, empty databases: a temporary directory per test
 //! for SQLite, a new database per test on the server named by
@@ -15,11 +17,14 @@ pub mod cell;
 pub mod control;
 mod fixtures;
 pub mod fleet;
+pub mod jobs;
 pub mod positions;
+pub mod webhooks;
 
 /// Expands to one `#[tokio::test]` per conformance story, run against the
 /// backend named by the argument: a module of [`backends`] (`sqlite` or
-/// `postgres`) that provides `control()` and `cell()`.
+/// `postgres`) that provides `control()`, `cell()`, `jobs()` and
+/// `cell_jobs()`.
 ///
 /// ```text
 /// // tests/sqlite.rs
@@ -49,6 +54,8 @@ macro_rules! conformance_tests {
                 unknown_ids_are_not_found,
                 concurrent_signups_with_one_email_admit_one,
                 concurrent_claims_of_one_device_admit_one,
+                cells_record_provisioning_and_updates_merge,
+                tenants_list_by_cell_and_page_with_filters,
             ],
             cell: [
                 put_tenant_creates_then_updates_limits,
@@ -84,9 +91,30 @@ macro_rules! conformance_tests {
                 deleting_vehicles_and_tenants_removes_events_and_states,
                 vehicles_with_ids_are_tenant_scoped,
             ],
+            webhooks: [
+                webhooks_round_trip_and_patch,
+                webhooks_are_tenant_scoped,
+                webhook_limit_is_enforced,
+                attempts_are_logged_and_failures_disable,
+                delivery_jobs_commit_with_their_events,
+            ],
             shared_cell: [
                 concurrent_creates_never_exceed_the_limit,
                 concurrent_creates_with_one_device_id_admit_one,
+            ],
+            jobs: [
+                enqueued_job_round_trips,
+                unique_key_dedupes_while_unfinished,
+                claim_respects_run_at_limit_queue_and_order,
+                concurrent_claims_never_share_a_job,
+                fail_with_retry_at_requeues_on_the_stored_schedule,
+                fail_without_retry_is_final_and_listed_by_filter,
+                release_does_not_count_an_attempt,
+                recover_expired_requeues_only_lapsed_leases,
+                heartbeat_and_progress_apply_to_running_jobs,
+                cancel_and_retry_transitions,
+                jobs_page_newest_first_and_filter,
+                schedule_due_fires_once_per_slot,
             ],
         }
     };
@@ -101,8 +129,46 @@ macro_rules! __conformance_tests_for {
         cell: [$($cell:ident),* $(,)?],
         positions: [$($positions:ident),* $(,)?],
         fleet: [$($fleet:ident),* $(,)?],
-        shared_cell: [$($shared:ident),* $(,)?] $(,)?
+        webhooks: [$($webhooks:ident),* $(,)?],
+        shared_cell: [$($shared:ident),* $(,)?],
+        jobs: [$($jobs:ident),* $(,)?] $(,)?
     ) => {
+        mod jobs {
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $jobs() {
+                    let Some(fixture) = $crate::backends::$backend::jobs().await else {
+                        return;
+                    };
+                    $crate::jobs::$jobs(fixture.store()).await;
+                }
+            )*
+        }
+
+        mod cell_jobs {
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $jobs() {
+                    let Some(fixture) = $crate::backends::$backend::cell_jobs().await else {
+                        return;
+                    };
+                    $crate::jobs::$jobs(fixture.store()).await;
+                }
+            )*
+        }
+
+        mod webhooks {
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $webhooks() {
+                    let Some(fixture) = $crate::backends::$backend::cell().await else {
+                        return;
+                    };
+                    $crate::webhooks::$webhooks(fixture.store()).await;
+                }
+            )*
+        }
+
         mod control {
             $(
                 #[::tokio::test(flavor = "multi_thread")]

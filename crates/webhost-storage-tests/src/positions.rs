@@ -457,6 +457,7 @@ pub async fn retention_removes_exactly_each_tenants_expired_history(store: &dyn 
                 positions: &positions,
                 events: &events,
                 states: &[],
+                jobs: &[],
             })
             .await
             .expect("insert");

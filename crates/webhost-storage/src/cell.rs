@@ -15,7 +15,11 @@ use crate::fleet::{
     CreateGeofenceError, Event, EventCursor, EventQuery, Geofence, GeofencePatch, IngestBatch,
     NewGeofence, SilentVehicle, VehicleTracking,
 };
-use crate::StorageResult;
+use crate::webhooks::{
+    AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
+    WebhookId, WebhookPatch,
+};
+use crate::{JobStore, StorageResult};
 
 /// What a cell knows of a tenant: enough to enforce the plan.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -124,8 +128,11 @@ pub struct CellStats {
     pub vehicles: u64,
 }
 
+/// A cell's store is also its job queue (`jobs` table in the cell's own
+/// database): webhook deliveries are enqueued in the same transaction as
+/// the events they carry (`IngestBatch::jobs`).
 #[async_trait]
-pub trait CellStore: Send + Sync + 'static {
+pub trait CellStore: JobStore + Send + Sync + 'static {
     async fn ping(&self) -> StorageResult<()>;
 
     /// Creates the tenant or updates its plan limits.
@@ -232,6 +239,44 @@ pub trait CellStore: Send + Sync + 'static {
         before: DateTime<Utc>,
         limit: u32,
     ) -> StorageResult<Vec<SilentVehicle>>;
+
+    /// `CreateWebhookError::LimitReached` when the tenant already has
+    /// [`MAX_WEBHOOKS`](crate::MAX_WEBHOOKS) (checked atomically with the
+    /// insert).
+    async fn create_webhook(
+        &self,
+        tenant: TenantId,
+        webhook: NewWebhook,
+    ) -> Result<Webhook, CreateWebhookError>;
+    /// Every webhook of the tenant (at most `MAX_WEBHOOKS`), by id.
+    async fn webhooks(&self, tenant: TenantId) -> StorageResult<Vec<Webhook>>;
+    async fn webhook(&self, tenant: TenantId, id: WebhookId) -> StorageResult<Webhook>;
+    /// Enabling clears `disabled_reason` and the failure count.
+    async fn update_webhook(
+        &self,
+        tenant: TenantId,
+        id: WebhookId,
+        patch: WebhookPatch,
+    ) -> StorageResult<Webhook>;
+    /// Its logged attempts go with it.
+    async fn delete_webhook(&self, tenant: TenantId, id: WebhookId) -> StorageResult<()>;
+    /// Logs an attempt of the webhook (`attempt.webhook_id`) and applies
+    /// `verdict` to its failure count, in one transaction; returns the
+    /// webhook after it (disabled, when the verdict made it so).
+    async fn record_webhook_attempt(
+        &self,
+        tenant: TenantId,
+        attempt: WebhookAttempt,
+        verdict: AttemptVerdict,
+    ) -> StorageResult<Webhook>;
+    /// The webhook's logged attempts, newest first; `NotFound` for a webhook
+    /// that is not the tenant's.
+    async fn webhook_attempts(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        page: PageRequest<WebhookAttemptId>,
+    ) -> StorageResult<Page<WebhookAttempt, WebhookAttemptId>>;
 
     /// Every tenant of the cell with its plan limits.
     async fn tenants(&self) -> StorageResult<Vec<CellTenant>>;

@@ -11,7 +11,7 @@ use webhost_domain::{
 
 use crate::StorageResult;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     /// Control-plane records exist; the cell has not confirmed yet.
@@ -38,7 +38,7 @@ impl TenantStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: TenantId,
     pub company: CompanyName,
@@ -64,7 +64,7 @@ pub struct NewTenant {
     pub cell_id: CellId,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserRole {
     Owner,
@@ -87,7 +87,7 @@ impl UserRole {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub tenant_id: TenantId,
@@ -112,7 +112,7 @@ pub struct UserCredentials {
     pub password_hash: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: ApiKeyId,
     pub tenant_id: TenantId,
@@ -143,22 +143,36 @@ pub struct ApiKeyPrincipal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CellStatus {
+    /// Recorded, and being made by its provider; tenants may already be
+    /// placed on it (they wait, `provisioning`, until it is active).
+    Provisioning,
+    /// Up, health-checked, takes tenants.
     Active,
     /// Takes no new tenants.
     Draining,
+    /// Its provider could not make it; `last_error` says why.
+    Failed,
+    /// Destroyed; kept for the record.
+    Retired,
 }
 
 impl CellStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Provisioning => "provisioning",
             Self::Active => "active",
             Self::Draining => "draining",
+            Self::Failed => "failed",
+            Self::Retired => "retired",
         }
     }
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
+            "provisioning" => Some(Self::Provisioning),
             "active" => Some(Self::Active),
             "draining" => Some(Self::Draining),
+            "failed" => Some(Self::Failed),
+            "retired" => Some(Self::Retired),
             _ => None,
         }
     }
@@ -178,7 +192,56 @@ pub struct Cell {
     pub monthly_cost_cents: i64,
     /// Tenants currently routed to this cell.
     pub tenants: u32,
+    /// What the provider made (its own ids), once it has made something.
+    pub resource: Option<serde_json::Value>,
+    /// The provider's last progress report while provisioning.
+    pub progress: Option<serde_json::Value>,
+    pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Cell {
+    /// Tenant slots left.
+    pub fn free(&self) -> u32 {
+        self.capacity.saturating_sub(self.tenants)
+    }
+}
+
+/// A change to a cell's record; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct CellUpdate {
+    pub status: Option<CellStatus>,
+    pub url: Option<String>,
+    pub resource: Option<serde_json::Value>,
+    pub progress: Option<serde_json::Value>,
+    /// `Some(None)` clears it.
+    pub last_error: Option<Option<String>>,
+    pub monthly_cost_cents: Option<i64>,
+}
+
+/// Which tenants an operator lists, and from where (keyset on the id,
+/// which is time-ordered).
+#[derive(Clone, Debug, Default)]
+pub struct TenantFilter {
+    pub plan: Option<PlanName>,
+    pub status: Option<TenantStatus>,
+    pub pool: Option<PoolName>,
+    pub region: Option<RegionCode>,
+    pub cell: Option<CellId>,
+    /// Tenants with a greater id.
+    pub after: Option<TenantId>,
+    pub limit: u32,
+}
+
+/// A tenant with where it lives.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantPlacement {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub cell_id: CellId,
+    pub cell: String,
+    pub routing_version: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -189,6 +252,7 @@ pub struct NewCell {
     pub region: RegionCode,
     pub provider: ProviderKind,
     pub url: String,
+    pub status: CellStatus,
     pub capacity: u32,
     pub monthly_cost_cents: i64,
 }
@@ -226,7 +290,7 @@ pub trait RoutingDirectory: Send + Sync + 'static {
 }
 
 #[async_trait]
-pub trait ControlStore: RoutingDirectory {
+pub trait ControlStore: RoutingDirectory + crate::JobStore {
     /// The current catalog (seeded with `Catalog::default_seed` on first open).
     async fn catalog(&self) -> StorageResult<Catalog>;
     /// Stores a new catalog version; the previous ones stay for the record.
@@ -238,6 +302,10 @@ pub trait ControlStore: RoutingDirectory {
     async fn cell_by_name(&self, name: &str) -> StorageResult<Cell>;
     /// A local cell gets a new port on every start.
     async fn set_cell_url(&self, id: CellId, url: &str) -> StorageResult<()>;
+    /// Applies `update` and answers the cell as it is now.
+    async fn update_cell(&self, id: CellId, update: CellUpdate) -> StorageResult<Cell>;
+    /// The tenants routed to `cell`, oldest first.
+    async fn cell_tenants(&self, cell: CellId) -> StorageResult<Vec<Tenant>>;
 
     /// Creates the tenant, its first user and API key and its route, all or
     /// nothing. `Conflict::EmailTaken` if the email is in use.
@@ -252,6 +320,9 @@ pub trait ControlStore: RoutingDirectory {
     async fn delete_tenant(&self, id: TenantId) -> StorageResult<()>;
     async fn tenant(&self, id: TenantId) -> StorageResult<Tenant>;
     async fn tenants(&self) -> StorageResult<Vec<Tenant>>;
+    /// One page of tenants with their placement, by ascending id.
+    async fn tenant_placements(&self, filter: &TenantFilter)
+        -> StorageResult<Vec<TenantPlacement>>;
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials>;
     async fn user(&self, id: UserId) -> StorageResult<User>;

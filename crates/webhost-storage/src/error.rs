@@ -21,6 +21,9 @@ pub enum Conflict {
     VehicleLimit { limit: u32 },
     #[error("a cell named '{0}' already exists")]
     CellNameTaken(String),
+    /// A background job is not in a state the action applies to.
+    #[error(transparent)]
+    Job(crate::JobConflict),
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;

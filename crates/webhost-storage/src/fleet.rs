@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use webhost_domain::{EventId, GeofenceId, Position, ShortText, TenantId, VehicleId};
 use webhost_geofence::{BoundingBox, EventKind, Shape, VehicleState};
 
-use crate::{NewPosition, StorageError};
+use crate::{NewJob, NewPosition, StorageError};
 
 /// The most geofences one tenant may have.
 pub const MAX_GEOFENCES: u32 = 1_000;
@@ -204,15 +204,20 @@ pub struct VehicleTracking {
     pub online: bool,
 }
 
-/// One atomic ingest: the positions, the events they triggered and the
-/// tracking states after them, committed together or not at all, so a crash
-/// never leaves positions without their events (or events twice).
+/// One atomic ingest: the positions, the events they triggered, the
+/// tracking states after them and the jobs that deliver the events (webhooks),
+/// committed together or not at all, so a crash never leaves positions
+/// without their events (or events twice), nor events without their
+/// deliveries.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IngestBatch<'a> {
     pub positions: &'a [NewPosition],
     pub events: &'a [NewEvent],
     /// Upserted by (tenant, vehicle).
     pub states: &'a [VehicleTracking],
+    /// Enqueued like `JobStore::enqueue`: a job whose unique key an
+    /// unfinished job holds is left out.
+    pub jobs: &'a [NewJob],
 }
 
 impl<'a> IngestBatch<'a> {

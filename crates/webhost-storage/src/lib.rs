@@ -8,6 +8,8 @@ mod cell;
 mod control;
 mod error;
 mod fleet;
+mod jobs;
+mod webhooks;
 
 pub use cell::{
     mark_stored, newest_valid_per_vehicle, CellStats, CellStore, CellTenant, HistoryQuery,
@@ -15,13 +17,21 @@ pub use cell::{
     VehiclePatch, VehicleRef,
 };
 pub use control::{
-    ApiKey, ApiKeyPrincipal, Cell, CellStatus, ControlStore, DeviceRegistration, NewApiKey,
-    NewCell, NewTenant, NewUser, Route, RoutingDirectory, Tenant, TenantStatus, User,
-    UserCredentials, UserRole,
+    ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, ControlStore, DeviceRegistration,
+    NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory, Tenant, TenantFilter,
+    TenantPlacement, TenantStatus, User, UserCredentials, UserRole,
 };
 pub use error::{Conflict, StorageError, StorageResult};
 pub use fleet::{
     last_state_per_vehicle, CreateGeofenceError, Event, EventCursor, EventQuery, EventType,
     Geofence, GeofencePatch, IngestBatch, NewEvent, NewGeofence, ShapeColumns, SilentVehicle,
     VehicleTracking, MAX_GEOFENCES,
+};
+pub use jobs::{
+    job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobState, JobStore,
+    NewJob, QueueCount,
+};
+pub use webhooks::{
+    AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
+    WebhookId, WebhookPatch, MAX_WEBHOOKS,
 };

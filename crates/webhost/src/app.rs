@@ -10,7 +10,7 @@ use webhost_domain::{CellId, PoolName, RegionCode};
 use webhost_http::auth::{InternalKeys, UserTokens};
 use webhost_http::serve::{self, Server, Shutdown};
 use webhost_provider_local::{LocalDatabase, LocalProvider};
-use webhost_storage::{Cell, CellStore, ControlStore, RoutingDirectory};
+use webhost_storage::{Cell, CellStatus, CellStore, ControlStore, RoutingDirectory};
 
 use crate::settings::Settings;
 
@@ -49,15 +49,49 @@ async fn open_edge_store(
 /// The public API's descriptions, from the services' declarations.
 pub fn api_docs() -> webhost_edge::ApiDocs {
     let api = webhost_cell::api();
+    let mut documents = vec![api.openapi()];
+    documents.extend(webhost_control::openapi());
+    let mut openapi =
+        webhost_api::merge_openapi("WebHost API", env!("CARGO_PKG_VERSION"), documents);
+    openapi.info.description = Some(
+        "The fleet API (a tenant's resources: `Authorization: Bearer <token or API key>`) \
+         and the operator API (`/api/admin/*`: `Bearer $WEBHOST_ADMIN_TOKEN`)."
+            .into(),
+    );
     webhost_edge::ApiDocs {
-        openapi_json: api
-            .openapi()
-            .to_json()
-            .expect("the OpenAPI document serialises"),
+        openapi_json: openapi.to_json().expect("the OpenAPI document serialises"),
         graphql_sdl: api
             .graphql()
             .expect("the declared operations make a valid GraphQL schema")
             .sdl(),
+    }
+}
+
+/// The durable job queue on the control plane's database.
+fn jobs(settings: &Settings, store: &Arc<dyn ControlStore>) -> webhost_control::Jobs {
+    let queue: Arc<dyn webhost_storage::JobStore> = store.clone();
+    webhost_control::Jobs::new(queue)
+        .with_lease(settings.job_lease())
+        .with_backoff_scale(settings.job_backoff_scale)
+}
+
+/// Starts the job workers on the process's tracker: cancelled at shutdown,
+/// running jobs get a grace period to finish, then are given back.
+fn start_workers(settings: &Settings, jobs: &webhost_control::Jobs, shutdown: &Shutdown) {
+    jobs.spawn_workers(
+        shutdown.tracker(),
+        shutdown.token(),
+        settings.job_poll_interval(),
+        std::time::Duration::from_secs(10),
+    );
+}
+
+/// How cells run their jobs and webhooks, from the settings.
+fn cell_tuning(settings: &Settings) -> webhost_provider_local::CellTuning {
+    webhost_provider_local::CellTuning {
+        allow_private_webhooks: settings.webhook_allow_private,
+        job_backoff_scale: settings.job_backoff_scale,
+        job_poll_interval: settings.job_poll_interval(),
     }
 }
 
@@ -88,7 +122,11 @@ async fn start_local_cells(
     providers: &Providers,
 ) -> anyhow::Result<Vec<Cell>> {
     for cell in store.cells().await? {
-        if cell.provider == ProviderKind::Local {
+        let running = matches!(
+            cell.status,
+            CellStatus::Active | CellStatus::Draining | CellStatus::Provisioning
+        );
+        if cell.provider == ProviderKind::Local && running {
             let url = local.start(cell.id, &cell.name, &cell.region).await?;
             store.set_cell_url(cell.id, &url).await?;
         }
@@ -167,6 +205,8 @@ pub struct Application {
     pub control: Server,
     pub cells: Vec<Cell>,
     pub store: Arc<dyn ControlStore>,
+    /// The control plane's job queue (its workers run in this process).
+    pub jobs: webhost_control::Jobs,
     shutdown: Shutdown,
 }
 
@@ -179,21 +219,29 @@ impl Application {
 
         let control_listener = serve::bind("127.0.0.1:0").await?;
         let control_url = format!("http://{}", control_listener.local_addr()?);
-        let local = Arc::new(LocalProvider::new(
-            local_database(settings),
-            keys.clone(),
-            control_url,
-            shutdown.clone(),
-        ));
+        let local = Arc::new(
+            LocalProvider::new(
+                local_database(settings),
+                keys.clone(),
+                control_url,
+                shutdown.clone(),
+            )
+            .with_boot_delay(std::time::Duration::from_millis(
+                settings.local_provision_delay_ms,
+            ))
+            .with_tuning(cell_tuning(settings)),
+        );
         let providers = Providers::new(local.clone());
-        let control_router = webhost_control::router(webhost_control::ControlParts {
+        let plane = webhost_control::build(webhost_control::ControlParts {
             store: store.clone(),
             tokens: tokens.clone(),
             keys: keys.clone(),
             providers: providers.clone(),
+            jobs: jobs(settings, &store),
             region: settings.region(),
         });
-        let control = serve::spawn(control_listener, control_router, &shutdown)?;
+        start_workers(settings, &plane.jobs, &shutdown);
+        let control = serve::spawn(control_listener, plane.router, &shutdown)?;
         let cells = start_local_cells(store.as_ref(), &local, &providers).await?;
 
         let edge_state = webhost_edge::EdgeState::new(webhost_edge::EdgeParts {
@@ -204,11 +252,13 @@ impl Application {
             region: settings.region(),
             redis,
             docs: api_docs(),
+            admin_token: settings.admin_token().map(str::to_owned),
         });
         let devices = Devices::start(settings, &edge_state, &shutdown).await?;
         let edge_listener = serve::bind(&settings.edge_listen()).await?;
         let edge = serve::spawn(edge_listener, webhost_edge::router(edge_state), &shutdown)?;
         Ok(Self {
+            jobs: plane.jobs.clone(),
             edge,
             devices,
             control,
@@ -249,21 +299,29 @@ pub async fn run_control(settings: &Settings) -> anyhow::Result<()> {
     let store = open_control_store(settings).await?;
     let listener = serve::bind(&settings.edge_listen()).await?;
     let control_url = format!("http://{}", listener.local_addr()?);
-    let local = Arc::new(LocalProvider::new(
-        local_database(settings),
-        keys.clone(),
-        control_url,
-        shutdown.clone(),
-    ));
+    let local = Arc::new(
+        LocalProvider::new(
+            local_database(settings),
+            keys.clone(),
+            control_url,
+            shutdown.clone(),
+        )
+        .with_boot_delay(std::time::Duration::from_millis(
+            settings.local_provision_delay_ms,
+        ))
+        .with_tuning(cell_tuning(settings)),
+    );
     let providers = Providers::new(local.clone());
-    let router = webhost_control::router(webhost_control::ControlParts {
+    let plane = webhost_control::build(webhost_control::ControlParts {
         store: store.clone(),
         tokens,
         keys,
         providers: providers.clone(),
+        jobs: jobs(settings, &store),
         region: settings.region(),
     });
-    let server = serve::spawn(listener, router, &shutdown)?;
+    start_workers(settings, &plane.jobs, &shutdown);
+    let server = serve::spawn(listener, plane.router, &shutdown)?;
     start_local_cells(store.as_ref(), &local, &providers).await?;
     tracing::info!(url = %server.url(), "control plane listening");
     serve::shutdown_signal().await;
@@ -288,6 +346,7 @@ pub async fn run_edge(settings: &Settings) -> anyhow::Result<()> {
         region: settings.region(),
         redis: redis(settings).await?,
         docs: api_docs(),
+        admin_token: settings.admin_token().map(str::to_owned),
     });
     let _devices = Devices::start(settings, &state, &shutdown).await?;
     let server = serve::spawn(
@@ -334,9 +393,10 @@ pub async fn run_cell(settings: &Settings) -> anyhow::Result<()> {
         store,
         keys,
         webhost_cell::CellConfig {
-            cell_id,
-            region: settings.region(),
-            control_url,
+            allow_private_webhooks: settings.webhook_allow_private,
+            job_backoff_scale: settings.job_backoff_scale,
+            job_poll_interval: settings.job_poll_interval(),
+            ..webhost_cell::CellConfig::new(cell_id, settings.region(), control_url)
         },
         &shutdown,
     );

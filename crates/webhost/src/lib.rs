@@ -1,6 +1,7 @@
 //! The `webhost` binary's library half: settings and the assembled
 //! application, so integration tests boot exactly what `webhost serve` runs.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod settings;

@@ -67,6 +67,9 @@ enum Command {
     /// Runs a benchmark against the application in this process (build
     /// with --release); see docs/BENCHMARKS.md.
     Bench(webhost::bench::BenchArgs),
+    /// The operator's commands against a running WebHost: pools, cells,
+    /// tenants, jobs, economics.
+    Admin(webhost::admin::AdminArgs),
 }
 
 fn overrides(common: &Common) -> Overrides {
@@ -85,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     // The clients log only problems: a line per request would be the
     // benchmark's main cost.
     let default_filter = match cli.command {
-        Command::Simulate(_) | Command::Bench(_) => "warn",
+        Command::Simulate(_) | Command::Bench(_) | Command::Admin(_) => "warn",
         _ => "info,sqlx=warn,tower_http=info",
     };
     tracing_subscriber::fmt()
@@ -139,5 +142,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => webhost::simulate::run(args).await,
         Command::Bench(args) => webhost::bench::run(args).await,
+        Command::Admin(args) => webhost::admin::run(args, &mut std::io::stdout()).await,
     }
 }

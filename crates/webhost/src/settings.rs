@@ -37,6 +37,21 @@ pub struct Settings {
     pub token_signing_secret: Option<SecretString>,
     pub webhost_admin_token: Option<SecretString>,
     pub token_ttl_secs: i64,
+    /// How long a job worker's claim holds without a heartbeat: a job whose
+    /// worker died is run again after at most about this long.
+    pub job_lease_secs: u64,
+    /// How often idle job workers look for due jobs.
+    pub job_poll_ms: u64,
+    /// How long a `local` cell takes to "boot" after it is created (0: at
+    /// once). Lets demos and tests see provisioning happen in the
+    /// background, as it does with real providers.
+    pub local_provision_delay_ms: u64,
+    /// Multiplies every job's retry delays (1 in production; tests use a
+    /// small one to see a job's whole retry schedule quickly).
+    pub job_backoff_scale: f64,
+    /// Lets tenants' webhooks reach private, loopback and link-local
+    /// addresses (an operator's own network, tests); off by default (SSRF).
+    pub webhook_allow_private: bool,
     pub infrastructure_provider: ProviderKind,
     pub primary_region: Option<String>,
     pub regions: Option<String>,
@@ -92,6 +107,11 @@ pub struct Overrides {
     pub control_url: Option<String>,
     pub cell_id: Option<String>,
     pub database_url: Option<String>,
+    pub job_lease_secs: Option<u64>,
+    pub job_poll_ms: Option<u64>,
+    pub local_provision_delay_ms: Option<u64>,
+    pub job_backoff_scale: Option<f64>,
+    pub webhook_allow_private: Option<bool>,
 }
 
 /// The secrets the embedded default generates once and keeps.
@@ -110,6 +130,11 @@ fn defaults() -> Figment {
         .merge(Serialized::default("teltonika_listen", "127.0.0.1:5027"))
         .merge(Serialized::default("pool_size", 10))
         .merge(Serialized::default("token_ttl_secs", 24 * 3600))
+        .merge(Serialized::default("job_lease_secs", 60))
+        .merge(Serialized::default("job_poll_ms", 500))
+        .merge(Serialized::default("local_provision_delay_ms", 0))
+        .merge(Serialized::default("job_backoff_scale", 1.0))
+        .merge(Serialized::default("webhook_allow_private", false))
         .merge(Serialized::default("infrastructure_provider", "local"))
         .merge(Serialized::default("yjs_sync_enabled", true))
         .merge(Serialized::default("monitoring_enabled", true))
@@ -133,6 +158,21 @@ fn overrides(figment: Figment, o: &Overrides) -> Figment {
     set("control_url", o.control_url.clone());
     set("cell_id", o.cell_id.clone());
     set("database_url", o.database_url.clone());
+    for (key, value) in [
+        ("job_lease_secs", o.job_lease_secs),
+        ("job_poll_ms", o.job_poll_ms),
+        ("local_provision_delay_ms", o.local_provision_delay_ms),
+    ] {
+        if let Some(value) = value {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+    }
+    if let Some(scale) = o.job_backoff_scale {
+        figment = figment.merge(Serialized::default("job_backoff_scale", scale));
+    }
+    if let Some(allow) = o.webhook_allow_private {
+        figment = figment.merge(Serialized::default("webhook_allow_private", allow));
+    }
     figment
 }
 
@@ -161,8 +201,17 @@ impl Settings {
                 figment = figment.merge(Toml::file(path));
             }
             let env = Env::raw().only(ENV_NAMES);
-            let named =
-                Env::prefixed("WEBHOST_").only(&["mode", "data_dir", "control_url", "cell_id"]);
+            let named = Env::prefixed("WEBHOST_").only(&[
+                "mode",
+                "data_dir",
+                "control_url",
+                "cell_id",
+                "job_lease_secs",
+                "job_poll_ms",
+                "local_provision_delay_ms",
+                "job_backoff_scale",
+                "webhook_allow_private",
+            ]);
             overrides(figment.merge(env).merge(named), o)
         };
         let first: Settings = layered(None).extract().context("reading settings")?;
@@ -239,6 +288,22 @@ impl Settings {
             .as_ref()
             .map(|s| s.expose_secret())
             .context("TOKEN_SIGNING_SECRET is not set")
+    }
+
+    /// The operator's credential, when set (always, in the embedded mode).
+    pub fn admin_token(&self) -> Option<&str> {
+        self.webhost_admin_token
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn job_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.job_lease_secs.max(1))
+    }
+
+    pub fn job_poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.job_poll_ms.clamp(10, 60_000))
     }
 
     pub fn is_postgres(&self) -> bool {

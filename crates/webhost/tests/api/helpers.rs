@@ -67,17 +67,27 @@ impl Answer {
 
 impl TestApp {
     async fn boot(postgres: Option<webhost_storage_tests::backends::PostgresDatabase>) -> Self {
+        Self::boot_with(postgres, |_| {}).await
+    }
+
+    async fn boot_with(
+        postgres: Option<webhost_storage_tests::backends::PostgresDatabase>,
+        tune: impl FnOnce(&mut Overrides),
+    ) -> Self {
         let database_url = postgres.as_ref().map(|db| db.url().to_string());
         let dir = tempfile::tempdir().expect("temp dir");
-        let settings = Settings::load(&Overrides {
+        let mut overrides = Overrides {
             data_dir: Some(dir.path().to_path_buf()),
             listen: Some("127.0.0.1:0".into()),
             osmand_listen: Some("127.0.0.1:0".into()),
             teltonika_listen: Some("127.0.0.1:0".into()),
             database_url,
+            // Background jobs are picked up quickly in tests.
+            job_poll_ms: Some(20),
             ..Overrides::default()
-        })
-        .expect("settings load");
+        };
+        tune(&mut overrides);
+        let settings = Settings::load(&overrides).expect("settings load");
         let app = Application::build(&settings)
             .await
             .expect("application boots");
@@ -100,9 +110,17 @@ impl TestApp {
     }
 
     pub async fn postgres() -> Option<Self> {
+        Self::postgres_with(|_| {}).await
+    }
+
+    pub async fn sqlite_with(tune: impl FnOnce(&mut Overrides)) -> Self {
+        Self::boot_with(None, tune).await
+    }
+
+    pub async fn postgres_with(tune: impl FnOnce(&mut Overrides)) -> Option<Self> {
         let admin = webhost_storage_tests::backends::postgres_admin_url()?;
         let database = webhost_storage_tests::backends::PostgresDatabase::create(&admin).await;
-        Some(Self::boot(Some(database)).await)
+        Some(Self::boot_with(Some(database), tune).await)
     }
 
     pub async fn request(
@@ -163,15 +181,58 @@ impl TestApp {
                 "country": country,
             }))
             .await;
-        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        assert!(
+            [StatusCode::CREATED, StatusCode::ACCEPTED].contains(&answer.status),
+            "{}",
+            answer.body
+        );
+        let waits = answer.status == StatusCode::ACCEPTED;
         let b = &answer.body;
-        Account {
+        let account = Account {
             tenant_id: b["tenant"]["id"].as_str().expect("tenant id").into(),
             token: b["token"].as_str().expect("token").into(),
             api_key: b["api_key"].as_str().expect("api key").into(),
             api_key_id: b["api_key_id"].as_str().expect("api key id").into(),
             body: answer.body,
+        };
+        if waits {
+            // Its cell is being made (in the background): wait until it is
+            // up, as a client would.
+            self.wait_active(&account).await;
         }
+        account
+    }
+
+    /// Polls `GET /api/v1/subscription` until the tenant is active; panics
+    /// with the last answer after a minute.
+    pub async fn wait_active(&self, account: &Account) -> Answer {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let sub = self.get("/api/v1/subscription", &account.token).await;
+            if sub.body["status"] == "active" {
+                return sub;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the tenant never turned active: {}",
+                sub.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The operator's token of this application.
+    pub fn admin_token(&self) -> String {
+        self.settings
+            .admin_token()
+            .expect("embedded mode generates one")
+            .to_string()
+    }
+
+    /// A request to the operator API with the admin token.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let token = self.admin_token();
+        self.request(method, path, Some(&token), body).await
     }
 
     pub async fn create_vehicle(

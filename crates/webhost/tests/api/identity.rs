@@ -41,8 +41,10 @@ async fn signup_places_tenants_by_plan_and_country(app: TestApp) {
     assert_eq!(sub.body["placement"]["cell"], "fly-iad-1");
     assert_eq!(sub.body["limits"]["vehicles"], 25);
 
-    // A region with no cell yet gets one from the provider.
+    // A region with no cell yet gets one from the provider, in the
+    // background: the signup answers 202 and the tenant turns active.
     let eu = app.signup("professional", "FR").await;
+    assert_eq!(eu.body["tenant"]["status"], "provisioning");
     assert_eq!(eu.body["tenant"]["region"], "fra");
     assert_eq!(eu.body["tenant"]["regions"], json!(["fra"]));
     let sub = app.get("/api/v1/subscription", &eu.token).await;
@@ -167,6 +169,30 @@ async fn failed_logins_are_rate_limited(app: TestApp) {
 
 async fn api_keys_are_shown_once_work_and_can_be_revoked(app: TestApp) {
     let account = app.signup("hobby", "DE").await;
+    // The name may be left out, body and all.
+    let unnamed = app
+        .request(Method::POST, "/api/v1/api-keys", Some(&account.token), None)
+        .await;
+    assert_eq!(unnamed.status, StatusCode::CREATED, "{}", unnamed.body);
+    assert_eq!(unnamed.body["name"], "api key");
+    // The account's operations are described like the fleet's.
+    let openapi = app
+        .request(Method::GET, "/api/openapi.json", None, None)
+        .await;
+    for (path, method, id) in [
+        ("/api/v1/signup", "post", "signup"),
+        ("/api/v1/login", "post", "login"),
+        ("/api/v1/api-keys", "get", "apiKeys"),
+        ("/api/v1/api-keys", "post", "createApiKey"),
+        ("/api/v1/api-keys/{id}", "delete", "revokeApiKey"),
+        ("/api/v1/subscription", "get", "subscription"),
+    ] {
+        assert_eq!(
+            openapi.body["paths"][path][method]["operationId"], id,
+            "{path}"
+        );
+    }
+    assert!(openapi.body["paths"]["/api/v1/signup"]["post"]["responses"]["202"].is_object());
     let created = app
         .post(
             "/api/v1/api-keys",
@@ -189,7 +215,7 @@ async fn api_keys_are_shown_once_work_and_can_be_revoked(app: TestApp) {
     let list = app.get("/api/v1/api-keys", &account.token).await;
     assert_eq!(list.status, StatusCode::OK);
     let keys = list.body["data"].as_array().expect("data");
-    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.len(), 3, "default, unnamed, ci");
     assert!(
         !list.body.to_string().contains(&secret),
         "secrets are never listed"
@@ -233,7 +259,12 @@ async fn data_residency_region_is_honoured_or_refused(app: TestApp) {
         })
     };
     let fra = app.signup_with(body("starter", "fra")).await;
-    assert_eq!(fra.status, StatusCode::CREATED, "{}", fra.body);
+    assert_eq!(
+        fra.status,
+        StatusCode::ACCEPTED,
+        "no fra cell yet: {}",
+        fra.body
+    );
     assert_eq!(fra.body["tenant"]["region"], "fra");
 
     let refused = app.signup_with(body("hobby", "iad")).await;

@@ -13,6 +13,8 @@ mod identity;
 mod isolation;
 mod live;
 mod operations;
+mod operator;
 mod positions;
 mod retention;
 mod vehicles;
+mod webhooks;

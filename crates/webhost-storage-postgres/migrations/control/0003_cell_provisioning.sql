@@ -1,0 +1,8 @@
+-- Cells are recorded before their provider has made them, so provisioning
+-- can be a job that resumes after a crash: what the provider made, its last
+-- progress report and error live on the cell. (Additive: the version still
+-- running ignores the new columns.)
+ALTER TABLE cells ADD COLUMN resource JSONB;
+ALTER TABLE cells ADD COLUMN progress JSONB;
+ALTER TABLE cells ADD COLUMN last_error TEXT;
+ALTER TABLE cells ADD COLUMN updated_at TIMESTAMPTZ;
