@@ -208,8 +208,8 @@ impl ControlStore for PgControlStore {
             "UPDATE cells SET status = COALESCE($1, status), url = COALESCE($2, url), \
              resource = COALESCE($3, resource), progress = COALESCE($4, progress), \
              last_error = CASE WHEN $5 THEN $6 ELSE last_error END, \
-             monthly_cost_cents = COALESCE($7, monthly_cost_cents), updated_at = now() \
-             WHERE id = $8",
+             monthly_cost_cents = COALESCE($7, monthly_cost_cents), \
+             capacity = COALESCE($9, capacity), updated_at = now() WHERE id = $8",
         )
         .bind(update.status.map(CellStatus::as_str))
         .bind(update.url)
@@ -219,6 +219,11 @@ impl ControlStore for PgControlStore {
         .bind(update.last_error.flatten())
         .bind(update.monthly_cost_cents)
         .bind(id.as_uuid())
+        .bind(
+            update
+                .capacity
+                .map(|c| i32::try_from(c).unwrap_or(i32::MAX)),
+        )
         .execute(&self.pool)
         .await
         .map_err(unexpected)?;

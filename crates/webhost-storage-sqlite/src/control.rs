@@ -239,7 +239,8 @@ impl ControlStore for SqliteControlStore {
             "UPDATE cells SET status = COALESCE(?, status), url = COALESCE(?, url), \
              resource = COALESCE(?, resource), progress = COALESCE(?, progress), \
              last_error = CASE WHEN ? THEN ? ELSE last_error END, \
-             monthly_cost_cents = COALESCE(?, monthly_cost_cents), updated_at = ? WHERE id = ?",
+             monthly_cost_cents = COALESCE(?, monthly_cost_cents), \
+             capacity = COALESCE(?, capacity), updated_at = ? WHERE id = ?",
         )
         .bind(update.status.map(CellStatus::as_str))
         .bind(update.url)
@@ -248,6 +249,7 @@ impl ControlStore for SqliteControlStore {
         .bind(update.last_error.is_some())
         .bind(update.last_error.flatten())
         .bind(update.monthly_cost_cents)
+        .bind(update.capacity.map(i64::from))
         .bind(Utc::now())
         .bind(id.to_string())
         .execute(&self.pools.writer)

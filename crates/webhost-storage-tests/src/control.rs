@@ -871,6 +871,7 @@ pub async fn cells_record_provisioning_and_updates_merge(store: &dyn ControlStor
                 url: Some("http://10.0.0.7:4000".into()),
                 last_error: Some(None),
                 monthly_cost_cents: Some(40_000),
+                capacity: Some(120),
                 ..CellUpdate::default()
             },
         )
@@ -881,6 +882,7 @@ pub async fn cells_record_provisioning_and_updates_merge(store: &dyn ControlStor
     assert_eq!(ready.resource, Some(resource), "left as it was");
     assert_eq!(ready.last_error, None, "cleared");
     assert_eq!(ready.monthly_cost_cents, 40_000);
+    assert_eq!(ready.capacity, 120);
     assert_eq!(store.cell(created.id).await.expect("cell"), ready);
 
     assert_not_found(

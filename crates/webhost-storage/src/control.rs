@@ -218,6 +218,8 @@ pub struct CellUpdate {
     /// `Some(None)` clears it.
     pub last_error: Option<Option<String>>,
     pub monthly_cost_cents: Option<i64>,
+    /// Tenants it may hold (a resized server, a benchmark).
+    pub capacity: Option<u32>,
 }
 
 /// Which tenants an operator lists, and from where (keyset on the id,

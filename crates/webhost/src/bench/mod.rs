@@ -10,9 +10,12 @@
 //! - `latest`: `GET /api/v1/positions/latest` latency vs `GET /api/health`.
 //! - `track`: one day of one vehicle's history vs the same store query.
 //! - `live`: post → WebSocket push latency vs the post's acknowledgement.
+//! - `density`: hobby tenants one cell carries at nominal load within the
+//!   SLO, vs the same load on a trivial handler.
 //!
 //! See docs/BENCHMARKS.md for results.
 
+mod density;
 mod ingest;
 mod requests;
 
@@ -32,7 +35,9 @@ pub enum BenchName {
     Latest,
     Track,
     Live,
-    /// Every bench, one after the other, then a summary.
+    /// Hobby tenants per core at nominal load within p95 < 100 ms.
+    Density,
+    /// Every bench but density, one after the other, then a summary.
     All,
 }
 
@@ -122,6 +127,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             BenchName::Latest => requests::latest(&app, args.quick).await,
             BenchName::Track => requests::track(&app, args.quick).await,
             BenchName::Live => requests::live(&app, args.quick).await,
+            BenchName::Density => density::run(&app, args.quick).await,
             BenchName::All => unreachable!("expanded above"),
         };
         app.shutdown().await;
@@ -542,7 +548,7 @@ mod tests {
         assert!(args.quick);
         assert!(args.check().is_ok());
 
-        for name in ["osmand", "latest", "track", "all"] {
+        for name in ["osmand", "latest", "track", "density", "all"] {
             assert!(parse(&[name]).is_ok(), "{name}");
         }
     }
