@@ -9,9 +9,9 @@ use webhost_domain::{
 };
 use webhost_geofence::VehicleState;
 use webhost_storage::{
-    last_state_per_vehicle, CreateGeofenceError, Event, EventCursor, EventQuery, EventType,
-    Geofence, GeofencePatch, NewEvent, NewGeofence, Page, ShapeColumns, SilentVehicle,
-    StorageError, StorageResult, Vehicle, VehicleTracking, MAX_GEOFENCES,
+    fetch_limit, last_state_per_vehicle, CreateGeofenceError, Event, EventCursor, EventQuery,
+    EventType, Geofence, GeofencePatch, NewEvent, NewGeofence, Page, Quota, ShapeColumns,
+    SilentVehicle, StorageError, StorageResult, Vehicle, VehicleTracking,
 };
 
 use crate::{corrupt, unexpected};
@@ -277,11 +277,7 @@ impl crate::PgCellStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unexpected)?;
-        if count >= i64::from(MAX_GEOFENCES) {
-            return Err(CreateGeofenceError::LimitReached {
-                limit: MAX_GEOFENCES,
-            });
-        }
+        Quota::geofences(count)?;
         let c = ShapeColumns::of(&geofence.shape);
         let row = sqlx::query(&format!(
             "INSERT INTO geofences (id, tenant_id, name, kind, geometry, center_lat, center_lon, \
@@ -347,10 +343,8 @@ impl crate::PgCellStore {
         .await
         .map_err(unexpected)?
         .ok_or(StorageError::NotFound("geofence"))?;
-        let current = geofence_from_row(&row)?;
-        let name = patch.name.unwrap_or(current.name);
-        let shape = patch.shape.unwrap_or(current.shape);
-        let c = ShapeColumns::of(&shape);
+        let merged = patch.merge(geofence_from_row(&row)?);
+        let c = ShapeColumns::of(&merged.shape);
         let row = sqlx::query(&format!(
             "UPDATE geofences SET name = $3, kind = $4, geometry = $5, center_lat = $6, \
              center_lon = $7, radius_m = $8, min_lat = $9, min_lon = $10, max_lat = $11, \
@@ -360,7 +354,7 @@ impl crate::PgCellStore {
         ))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
-        .bind(name.as_str())
+        .bind(merged.name.as_str())
         .bind_shape(c)
         .bind(Utc::now())
         .fetch_one(&mut *tx)
@@ -411,24 +405,18 @@ impl crate::PgCellStore {
         .bind(types)
         .bind(query.after.map(|a| a.time))
         .bind(query.after.map(|a| a.id.as_uuid()))
-        .bind(i64::from(limit) + 1)
+        .bind(fetch_limit(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(unexpected)?;
-        let mut data = rows
+        let data = rows
             .iter()
             .map(event_from_row)
             .collect::<StorageResult<Vec<_>>>()?;
-        let next_cursor = if data.len() > limit as usize {
-            data.truncate(limit as usize);
-            data.last().map(|e| EventCursor {
-                time: e.time,
-                id: e.id,
-            })
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
+        Ok(Page::from_overfetch(data, limit, |e| EventCursor {
+            time: e.time,
+            id: e.id,
+        }))
     }
 
     pub(crate) async fn vehicle_tracking_impl(

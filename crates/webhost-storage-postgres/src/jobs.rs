@@ -14,17 +14,14 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use webhost_domain::JobId;
 use webhost_storage::{
-    job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobState, JobStore,
-    NewJob, Page, QueueCount, StorageError, StorageResult,
+    fetch_limit, job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobState,
+    JobStore, NewJob, Page, QueueCount, StorageError, StorageResult, MAX_PAGE,
 };
 
 use crate::{corrupt, unexpected, PgCellStore, PgControlStore};
 
 const JOB_COLUMNS: &str = "id, queue, kind, payload, unique_key, state, attempts, max_attempts, \
      run_at, locked_until, last_error, progress, created_at, updated_at, finished_at";
-
-/// Most jobs one `jobs()` page returns.
-const MAX_PAGE: u32 = 1_000;
 
 /// `last_error` of a job whose worker stopped renewing its lease.
 const LEASE_EXPIRED: &str = "lease expired: the worker running it was lost";
@@ -468,21 +465,15 @@ impl JobStore for Queue {
         .bind(filter.state.map(JobState::as_str))
         .bind(&filter.kind)
         .bind(filter.before.map(|id| id.as_uuid()))
-        .bind(i64::from(limit) + 1)
+        .bind(fetch_limit(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(unexpected)?;
-        let mut data = rows
+        let data = rows
             .iter()
             .map(job_from_row)
             .collect::<StorageResult<Vec<_>>>()?;
-        let next_cursor = if data.len() > limit as usize {
-            data.truncate(limit as usize);
-            data.last().map(|job| job.id)
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
+        Ok(Page::from_overfetch(data, limit, |job| job.id))
     }
 
     async fn queue_counts(&self) -> StorageResult<Vec<QueueCount>> {

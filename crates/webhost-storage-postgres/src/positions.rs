@@ -8,8 +8,8 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use webhost_domain::{Attributes, Fix, Position, TenantId, VehicleId};
 use webhost_storage::{
-    mark_stored, newest_valid_per_vehicle, HistoryQuery, IngestBatch, NewPosition, Page,
-    PositionBucket, StorageError, StorageResult,
+    fetch_limit, mark_stored, newest_valid_per_vehicle, HistoryQuery, IngestBatch, NewPosition,
+    Page, PositionBucket, StorageError, StorageResult,
 };
 
 use crate::{corrupt, unexpected};
@@ -371,11 +371,11 @@ impl crate::PgCellStore {
         .bind(query.from)
         .bind(query.to)
         .bind(query.after)
-        .bind(i64::from(limit) + 1)
+        .bind(fetch_limit(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(unexpected)?;
-        let mut data = rows
+        let data = rows
             .iter()
             .map(|row| {
                 Ok(Position {
@@ -384,13 +384,7 @@ impl crate::PgCellStore {
                 })
             })
             .collect::<StorageResult<Vec<_>>>()?;
-        let next_cursor = if data.len() > limit as usize {
-            data.truncate(limit as usize);
-            data.last().map(|p| p.fix.time)
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
+        Ok(Page::from_overfetch(data, limit, |p| p.fix.time))
     }
 
     pub(crate) async fn position_buckets_impl(

@@ -5,12 +5,12 @@
 
 use chrono::Utc;
 use sqlx::postgres::PgRow;
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 use webhost_domain::{EventId, JobId, ShortText, TenantId};
 use webhost_storage::{
-    AttemptVerdict, CreateWebhookError, EventType, NewWebhook, Page, PageRequest, StorageError,
-    StorageResult, Webhook, WebhookAttempt, WebhookAttemptId, WebhookId, WebhookPatch,
-    MAX_WEBHOOKS,
+    fetch_limit, AttemptVerdict, CreateWebhookError, EventType, NewWebhook, Page, PageRequest,
+    Quota, StorageError, StorageResult, Webhook, WebhookAttempt, WebhookAttemptId, WebhookId,
+    WebhookPatch, MAX_PAGE,
 };
 
 use crate::{corrupt, unexpected, PgCellStore};
@@ -19,9 +19,6 @@ const WEBHOOK_COLUMNS: &str = "id, url, events, enabled, description, secret, \
      consecutive_failures, disabled_reason, created_at, updated_at";
 const ATTEMPT_COLUMNS: &str =
     "id, webhook_id, delivery_id, event_id, event_type, attempt, status_code, error, duration_ms, at";
-
-/// Most attempts one page returns.
-const MAX_PAGE: u32 = 1_000;
 
 fn event_names(events: &[EventType]) -> Vec<&'static str> {
     events.iter().map(|e| e.as_str()).collect()
@@ -101,11 +98,7 @@ impl PgCellStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unexpected)?;
-        if count >= i64::from(MAX_WEBHOOKS) {
-            return Err(CreateWebhookError::LimitReached {
-                limit: MAX_WEBHOOKS,
-            });
-        }
+        Quota::webhooks(count)?;
         let row = sqlx::query(&format!(
             "INSERT INTO webhooks (id, tenant_id, url, events, enabled, description, secret, \
              consecutive_failures, created_at, updated_at) \
@@ -160,33 +153,11 @@ impl PgCellStore {
         id: WebhookId,
         patch: WebhookPatch,
     ) -> StorageResult<Webhook> {
-        let (set_description, description) = match &patch.description {
-            None => (false, None),
-            Some(d) => (true, d.as_ref().map(|d| d.as_str().to_string())),
-        };
-        let enabling = patch.enabled == Some(true);
-        let row = sqlx::query(&format!(
-            "UPDATE webhooks SET url = COALESCE($1, url), events = COALESCE($2, events), \
-             description = CASE WHEN $3 THEN $4 ELSE description END, \
-             enabled = COALESCE($5, enabled), \
-             consecutive_failures = CASE WHEN $6 THEN 0 ELSE consecutive_failures END, \
-             disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END, \
-             updated_at = $7 WHERE tenant_id = $8 AND id = $9 RETURNING {WEBHOOK_COLUMNS}"
-        ))
-        .bind(&patch.url)
-        .bind(patch.events.as_deref().map(event_names))
-        .bind(set_description)
-        .bind(description)
-        .bind(patch.enabled)
-        .bind(enabling)
-        .bind(Utc::now())
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("webhook"))?;
-        webhook_from_row(&row)
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        let current = locked_webhook(&mut tx, tenant, id).await?;
+        let saved = save_webhook(&mut tx, tenant, &patch.merge(current, Utc::now())).await?;
+        tx.commit().await.map_err(unexpected)?;
+        Ok(saved)
     }
 
     pub(crate) async fn delete_webhook_impl(
@@ -212,40 +183,14 @@ impl PgCellStore {
         attempt: WebhookAttempt,
         verdict: AttemptVerdict,
     ) -> StorageResult<Webhook> {
-        let (failures, disable_after, reason) = match &verdict {
-            AttemptVerdict::Delivered => ("0", None, None),
-            AttemptVerdict::WillRetry => ("consecutive_failures", None, None),
-            AttemptVerdict::GaveUp {
-                disable_after,
-                reason,
-            } => (
-                "consecutive_failures + 1",
-                Some(int4(*disable_after)),
-                Some(reason.as_str()),
-            ),
-        };
         let mut tx = self.pool.begin().await.map_err(unexpected)?;
-        // One statement: the new count decides, on the row as locked.
-        let row = sqlx::query(&format!(
-            "UPDATE webhooks SET consecutive_failures = {failures}, \
-             enabled = CASE WHEN $1::int4 IS NOT NULL AND enabled \
-                 AND {failures} >= $1 THEN FALSE ELSE enabled END, \
-             disabled_reason = CASE WHEN $1::int4 IS NOT NULL AND enabled \
-                 AND {failures} >= $1 THEN $2 ELSE disabled_reason END, \
-             updated_at = CASE WHEN $1::int4 IS NOT NULL AND enabled \
-                 AND {failures} >= $1 THEN $3 ELSE updated_at END \
-             WHERE tenant_id = $4 AND id = $5 RETURNING {WEBHOOK_COLUMNS}"
-        ))
-        .bind(disable_after)
-        .bind(reason)
-        .bind(Utc::now())
-        .bind(tenant.as_uuid())
-        .bind(attempt.webhook_id.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("webhook"))?;
-        let webhook = webhook_from_row(&row)?;
+        let current = locked_webhook(&mut tx, tenant, attempt.webhook_id).await?;
+        let webhook = save_webhook(
+            &mut tx,
+            tenant,
+            &current.after_attempt(&verdict, Utc::now()),
+        )
+        .await?;
         sqlx::query(&format!(
             "INSERT INTO webhook_deliveries (tenant_id, {ATTEMPT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -284,20 +229,58 @@ impl PgCellStore {
         .bind(tenant.as_uuid())
         .bind(webhook.as_uuid())
         .bind(page.after.map(|id| id.as_uuid()))
-        .bind(i64::from(limit) + 1)
+        .bind(fetch_limit(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(unexpected)?;
-        let mut data = rows
+        let data = rows
             .iter()
             .map(attempt_from_row)
             .collect::<StorageResult<Vec<_>>>()?;
-        let next_cursor = if data.len() > limit as usize {
-            data.truncate(limit as usize);
-            data.last().map(|a| a.id)
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
+        Ok(Page::from_overfetch(data, limit, |a| a.id))
     }
+}
+
+/// The tenant's webhook `id`, locked for the rest of the transaction.
+async fn locked_webhook(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: WebhookId,
+) -> StorageResult<Webhook> {
+    let row = sqlx::query(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(tenant.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(unexpected)?
+    .ok_or(StorageError::NotFound("webhook"))?;
+    webhook_from_row(&row)
+}
+
+/// Writes what the policy decided a webhook becomes.
+async fn save_webhook(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    webhook: &Webhook,
+) -> StorageResult<Webhook> {
+    let row = sqlx::query(&format!(
+        "UPDATE webhooks SET url = $1, events = $2, description = $3, enabled = $4, \
+         consecutive_failures = $5, disabled_reason = $6, updated_at = $7 \
+         WHERE tenant_id = $8 AND id = $9 RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(&webhook.url)
+    .bind(event_names(&webhook.events))
+    .bind(webhook.description.as_ref().map(ShortText::as_str))
+    .bind(webhook.enabled)
+    .bind(int4(webhook.consecutive_failures))
+    .bind(&webhook.disabled_reason)
+    .bind(webhook.updated_at)
+    .bind(tenant.as_uuid())
+    .bind(webhook.id.as_uuid())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(unexpected)?;
+    webhook_from_row(&row)
 }

@@ -7,8 +7,8 @@ use webhost_domain::{
     Attributes, DeviceId, GeofenceId, PlanName, ShortText, TenantId, VehicleId, VehicleName,
 };
 use webhost_storage::{
-    AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
-    WebhookId, WebhookPatch,
+    fetch_limit, AttemptVerdict, CreateWebhookError, NewWebhook, Quota, Webhook, WebhookAttempt,
+    WebhookAttemptId, WebhookId, WebhookPatch,
 };
 use webhost_storage::{
     CellStats, CellStore, CellTenant, Conflict, CreateGeofenceError, Event, EventCursor,
@@ -177,11 +177,7 @@ impl CellStore for SqliteCellStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unexpected)?;
-        if count >= limit {
-            return Err(StorageError::Conflict(Conflict::VehicleLimit {
-                limit: limit as u32,
-            }));
-        }
+        Quota::vehicles(count, limit as u32)?;
         let now = Utc::now();
         sqlx::query(
             "INSERT INTO vehicles (id, tenant_id, name, device_id, plate, \"group\", attributes, \
@@ -215,21 +211,15 @@ impl CellStore for SqliteCellStore {
         ))
         .bind(tenant.to_string())
         .bind(page.after.map(|c| c.to_string()).unwrap_or_default())
-        .bind(i64::from(limit) + 1)
+        .bind(fetch_limit(limit))
         .fetch_all(&self.pools.reader)
         .await
         .map_err(unexpected)?;
-        let mut data = rows
+        let data = rows
             .iter()
             .map(vehicle_from_row)
             .collect::<StorageResult<Vec<_>>>()?;
-        let next_cursor = if data.len() > limit as usize {
-            data.truncate(limit as usize);
-            data.last().map(|v| v.id)
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
+        Ok(Page::from_overfetch(data, limit, |v| v.id))
     }
 
     async fn vehicle(&self, tenant: TenantId, id: VehicleId) -> StorageResult<Vehicle> {
@@ -261,38 +251,23 @@ impl CellStore for SqliteCellStore {
         .await
         .map_err(unexpected)?
         .ok_or(StorageError::NotFound("vehicle"))?;
-        let current = vehicle_from_row(&row)?;
-        let device_id = patch.device_id.unwrap_or(current.device_id);
+        let merged = patch.merge(vehicle_from_row(&row)?);
         let row = sqlx::query(&format!(
             "UPDATE vehicles SET name = ?, device_id = ?, plate = ?, \"group\" = ?, \
              attributes = ?, updated_at = ? WHERE tenant_id = ? AND id = ? \
              RETURNING {VEHICLE_COLUMNS}"
         ))
-        .bind(patch.name.unwrap_or(current.name).as_str())
-        .bind(device_id.as_ref().map(DeviceId::as_str))
-        .bind(
-            patch
-                .plate
-                .unwrap_or(current.plate)
-                .as_ref()
-                .map(ShortText::as_str),
-        )
-        .bind(
-            patch
-                .group
-                .unwrap_or(current.group)
-                .as_ref()
-                .map(ShortText::as_str),
-        )
-        .bind(attributes_json(
-            &patch.attributes.unwrap_or(current.attributes),
-        )?)
+        .bind(merged.name.as_str())
+        .bind(merged.device_id.as_ref().map(DeviceId::as_str))
+        .bind(merged.plate.as_ref().map(ShortText::as_str))
+        .bind(merged.group.as_ref().map(ShortText::as_str))
+        .bind(attributes_json(&merged.attributes)?)
         .bind(Utc::now())
         .bind(tenant.to_string())
         .bind(id.to_string())
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| map_err(e, device_conflict(device_id.as_ref())))?;
+        .map_err(|e| map_err(e, device_conflict(merged.device_id.as_ref())))?;
         let updated = vehicle_from_row(&row)?;
         tx.commit().await.map_err(unexpected)?;
         Ok(updated)

@@ -7,7 +7,7 @@ use webhost_domain::{
     ProviderKind, RegionCode, TenantId, UserId, VehicleId,
 };
 use webhost_storage::{
-    ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, Conflict, ControlStore,
+    seed_catalog, ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, Conflict, ControlStore,
     DeviceRegistration, NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory,
     StorageError, StorageResult, Tenant, TenantFilter, TenantPlacement, TenantStatus, User,
     UserCredentials, UserRole,
@@ -30,12 +30,7 @@ impl SqliteControlStore {
         let store = Self {
             pools: open_pools(location, &MIGRATOR).await?,
         };
-        let seeded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM catalog_versions")
-            .fetch_one(&store.pools.writer)
-            .await?;
-        if seeded == 0 {
-            store.save_catalog(&Catalog::default_seed()).await?;
-        }
+        seed_catalog(&store).await?;
         Ok(store)
     }
 }

@@ -8,9 +8,9 @@ use webhost_domain::{
 };
 use webhost_geofence::VehicleState;
 use webhost_storage::{
-    last_state_per_vehicle, CreateGeofenceError, Event, EventCursor, EventQuery, EventType,
-    Geofence, GeofencePatch, NewEvent, NewGeofence, Page, ShapeColumns, SilentVehicle,
-    StorageError, StorageResult, Vehicle, VehicleTracking, MAX_GEOFENCES,
+    fetch_limit, last_state_per_vehicle, CreateGeofenceError, Event, EventCursor, EventQuery,
+    EventType, Geofence, GeofencePatch, NewEvent, NewGeofence, Page, Quota, ShapeColumns,
+    SilentVehicle, StorageError, StorageResult, Vehicle, VehicleTracking,
 };
 
 use crate::{corrupt, parse_uuid, unexpected};
@@ -256,11 +256,7 @@ impl crate::SqliteCellStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unexpected)?;
-        if count >= i64::from(MAX_GEOFENCES) {
-            return Err(CreateGeofenceError::LimitReached {
-                limit: MAX_GEOFENCES,
-            });
-        }
+        Quota::geofences(count)?;
         let c = ShapeColumns::of(&geofence.shape);
         let now = Utc::now();
         let row = sqlx::query(&format!(
@@ -326,16 +322,14 @@ impl crate::SqliteCellStore {
         .await
         .map_err(unexpected)?
         .ok_or(StorageError::NotFound("geofence"))?;
-        let current = geofence_from_row(&row)?;
-        let name = patch.name.unwrap_or(current.name);
-        let shape = patch.shape.unwrap_or(current.shape);
-        let c = ShapeColumns::of(&shape);
+        let merged = patch.merge(geofence_from_row(&row)?);
+        let c = ShapeColumns::of(&merged.shape);
         let row = sqlx::query(&format!(
             "UPDATE geofences SET name = ?, kind = ?, geometry = ?, center_lat = ?, \
              center_lon = ?, radius_m = ?, min_lat = ?, min_lon = ?, max_lat = ?, max_lon = ?, \
              updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {GEOFENCE_COLUMNS}"
         ))
-        .bind(name.as_str())
+        .bind(merged.name.as_str())
         .bind_shape(c)
         .bind(Utc::now())
         .bind(tenant.to_string())
@@ -406,26 +400,20 @@ impl crate::SqliteCellStore {
         }
         builder
             .push(" ORDER BY time, id LIMIT ")
-            .push_bind(i64::from(limit) + 1);
+            .push_bind(fetch_limit(limit));
         let rows = builder
             .build()
             .fetch_all(&self.pools.reader)
             .await
             .map_err(unexpected)?;
-        let mut data = rows
+        let data = rows
             .iter()
             .map(event_from_row)
             .collect::<StorageResult<Vec<_>>>()?;
-        let next_cursor = if data.len() > limit as usize {
-            data.truncate(limit as usize);
-            data.last().map(|e| EventCursor {
-                time: e.time,
-                id: e.id,
-            })
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
+        Ok(Page::from_overfetch(data, limit, |e| EventCursor {
+            time: e.time,
+            id: e.id,
+        }))
     }
 
     pub(crate) async fn vehicle_tracking_impl(

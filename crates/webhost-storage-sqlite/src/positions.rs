@@ -7,8 +7,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use webhost_domain::{Attributes, Fix, Position, TenantId, VehicleId};
 use webhost_storage::{
-    mark_stored, newest_valid_per_vehicle, HistoryQuery, IngestBatch, NewPosition, Page,
-    PositionBucket, StorageError, StorageResult,
+    fetch_limit, mark_stored, newest_valid_per_vehicle, HistoryQuery, IngestBatch, NewPosition,
+    Page, PositionBucket, StorageError, StorageResult,
 };
 
 use crate::bulk_read::failed;
@@ -199,8 +199,8 @@ impl crate::SqliteCellStore {
             None => millis(query.from),
         };
         let to = millis(query.to);
-        let rows = i64::from(limit) + 1;
-        let mut data = self
+        let rows = fetch_limit(limit);
+        let data = self
             .bulk
             .read(move |connection| {
                 let mut statement = connection
@@ -228,13 +228,7 @@ impl crate::SqliteCellStore {
                 Ok(data)
             })
             .await?;
-        let next_cursor = if data.len() > limit as usize {
-            data.truncate(limit as usize);
-            data.last().map(|p| p.fix.time)
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
+        Ok(Page::from_overfetch(data, limit, |p| p.fix.time))
     }
 
     pub(crate) async fn position_buckets_impl(

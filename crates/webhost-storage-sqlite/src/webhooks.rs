@@ -4,12 +4,12 @@
 
 use chrono::Utc;
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 use webhost_domain::{EventId, JobId, ShortText, TenantId};
 use webhost_storage::{
-    AttemptVerdict, CreateWebhookError, EventType, NewWebhook, Page, PageRequest, StorageError,
-    StorageResult, Webhook, WebhookAttempt, WebhookAttemptId, WebhookId, WebhookPatch,
-    MAX_WEBHOOKS,
+    fetch_limit, AttemptVerdict, CreateWebhookError, EventType, NewWebhook, Page, PageRequest,
+    Quota, StorageError, StorageResult, Webhook, WebhookAttempt, WebhookAttemptId, WebhookId,
+    WebhookPatch, MAX_PAGE,
 };
 
 use crate::{corrupt, parse_uuid, unexpected, SqliteCellStore};
@@ -18,9 +18,6 @@ const WEBHOOK_COLUMNS: &str = "id, url, events, enabled, description, secret, \
      consecutive_failures, disabled_reason, created_at, updated_at";
 const ATTEMPT_COLUMNS: &str =
     "id, webhook_id, delivery_id, event_id, event_type, attempt, status_code, error, duration_ms, at";
-
-/// Most attempts one page returns.
-const MAX_PAGE: u32 = 1_000;
 
 fn events_text(events: &[EventType]) -> String {
     serde_json::to_string(&events.iter().map(|e| e.as_str()).collect::<Vec<_>>())
@@ -102,11 +99,7 @@ impl SqliteCellStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unexpected)?;
-        if count >= i64::from(MAX_WEBHOOKS) {
-            return Err(CreateWebhookError::LimitReached {
-                limit: MAX_WEBHOOKS,
-            });
-        }
+        Quota::webhooks(count)?;
         let now = Utc::now();
         let row = sqlx::query(&format!(
             "INSERT INTO webhooks (id, tenant_id, url, events, enabled, description, secret, \
@@ -163,33 +156,11 @@ impl SqliteCellStore {
         id: WebhookId,
         patch: WebhookPatch,
     ) -> StorageResult<Webhook> {
-        let (set_description, description) = match &patch.description {
-            None => (false, None),
-            Some(d) => (true, d.as_ref().map(|d| d.as_str().to_string())),
-        };
-        let row = sqlx::query(&format!(
-            "UPDATE webhooks SET url = COALESCE(?, url), events = COALESCE(?, events), \
-             description = CASE WHEN ? THEN ? ELSE description END, \
-             enabled = COALESCE(?, enabled), \
-             consecutive_failures = CASE WHEN ? THEN 0 ELSE consecutive_failures END, \
-             disabled_reason = CASE WHEN ? THEN NULL ELSE disabled_reason END, \
-             updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {WEBHOOK_COLUMNS}"
-        ))
-        .bind(&patch.url)
-        .bind(patch.events.as_deref().map(events_text))
-        .bind(set_description)
-        .bind(description)
-        .bind(patch.enabled)
-        .bind(patch.enabled == Some(true))
-        .bind(patch.enabled == Some(true))
-        .bind(Utc::now())
-        .bind(tenant.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&self.pools.writer)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("webhook"))?;
-        webhook_from_row(&row)
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        let current = locked_webhook(&mut tx, tenant, id).await?;
+        let saved = save_webhook(&mut tx, tenant, &patch.merge(current, Utc::now())).await?;
+        tx.commit().await.map_err(unexpected)?;
+        Ok(saved)
     }
 
     pub(crate) async fn delete_webhook_impl(
@@ -216,44 +187,13 @@ impl SqliteCellStore {
         verdict: AttemptVerdict,
     ) -> StorageResult<Webhook> {
         let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
-        let (failures, disable) = match &verdict {
-            AttemptVerdict::Delivered => ("0", None),
-            AttemptVerdict::WillRetry => ("consecutive_failures", None),
-            AttemptVerdict::GaveUp {
-                disable_after,
-                reason,
-            } => (
-                "consecutive_failures + 1",
-                Some((i64::from(*disable_after), reason.as_str())),
-            ),
-        };
-        let row = sqlx::query(&format!(
-            "UPDATE webhooks SET consecutive_failures = {failures} \
-             WHERE tenant_id = ? AND id = ? RETURNING {WEBHOOK_COLUMNS}"
-        ))
-        .bind(tenant.to_string())
-        .bind(attempt.webhook_id.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("webhook"))?;
-        let mut webhook = webhook_from_row(&row)?;
-        if let Some((after, reason)) = disable {
-            if webhook.enabled && i64::from(webhook.consecutive_failures) >= after {
-                let row = sqlx::query(&format!(
-                    "UPDATE webhooks SET enabled = 0, disabled_reason = ?, updated_at = ? \
-                     WHERE tenant_id = ? AND id = ? RETURNING {WEBHOOK_COLUMNS}"
-                ))
-                .bind(reason)
-                .bind(Utc::now())
-                .bind(tenant.to_string())
-                .bind(attempt.webhook_id.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unexpected)?;
-                webhook = webhook_from_row(&row)?;
-            }
-        }
+        let current = locked_webhook(&mut tx, tenant, attempt.webhook_id).await?;
+        let webhook = save_webhook(
+            &mut tx,
+            tenant,
+            &current.after_attempt(&verdict, Utc::now()),
+        )
+        .await?;
         sqlx::query(&format!(
             "INSERT INTO webhook_deliveries (tenant_id, {ATTEMPT_COLUMNS}) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -294,20 +234,58 @@ impl SqliteCellStore {
         .bind(webhook.to_string())
         .bind(&before)
         .bind(&before)
-        .bind(i64::from(limit) + 1)
+        .bind(fetch_limit(limit))
         .fetch_all(&self.pools.reader)
         .await
         .map_err(unexpected)?;
-        let mut data = rows
+        let data = rows
             .iter()
             .map(attempt_from_row)
             .collect::<StorageResult<Vec<_>>>()?;
-        let next_cursor = if data.len() > limit as usize {
-            data.truncate(limit as usize);
-            data.last().map(|a| a.id)
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
+        Ok(Page::from_overfetch(data, limit, |a| a.id))
     }
+}
+
+/// The tenant's webhook `id`, locked for the rest of the transaction.
+async fn locked_webhook(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: WebhookId,
+) -> StorageResult<Webhook> {
+    let row = sqlx::query(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = ? AND id = ?"
+    ))
+    .bind(tenant.to_string())
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(unexpected)?
+    .ok_or(StorageError::NotFound("webhook"))?;
+    webhook_from_row(&row)
+}
+
+/// Writes what the policy decided a webhook becomes.
+async fn save_webhook(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    webhook: &Webhook,
+) -> StorageResult<Webhook> {
+    let row = sqlx::query(&format!(
+        "UPDATE webhooks SET url = ?, events = ?, description = ?, enabled = ?, \
+         consecutive_failures = ?, disabled_reason = ?, updated_at = ? \
+         WHERE tenant_id = ? AND id = ? RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(&webhook.url)
+    .bind(events_text(&webhook.events))
+    .bind(webhook.description.as_ref().map(ShortText::as_str))
+    .bind(webhook.enabled)
+    .bind(i64::from(webhook.consecutive_failures))
+    .bind(&webhook.disabled_reason)
+    .bind(webhook.updated_at)
+    .bind(tenant.to_string())
+    .bind(webhook.id.to_string())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(unexpected)?;
+    webhook_from_row(&row)
 }

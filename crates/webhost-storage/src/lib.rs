@@ -9,6 +9,7 @@ mod control;
 mod error;
 mod fleet;
 mod jobs;
+mod policy;
 mod webhooks;
 
 pub use cell::{
@@ -31,6 +32,7 @@ pub use jobs::{
     job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobState, JobStore,
     NewJob, QueueCount,
 };
+pub use policy::{fetch_limit, seed_catalog, Quota, MAX_PAGE};
 pub use webhooks::{
     AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
     WebhookId, WebhookPatch, MAX_WEBHOOKS,
