@@ -85,6 +85,7 @@ use webhost_storage::{
 
 use crate::geofences::{FenceSnapshot, GeofenceCache};
 use crate::live::Bus;
+use crate::usage::Meter;
 
 /// Rows one transaction may take; batches beyond it wait for the next one.
 const MAX_GROUP_ROWS: usize = 50_000;
@@ -133,7 +134,12 @@ impl Ingest {
     /// every handle is dropped (the server has drained its requests) and
     /// what was queued is committed; the sweeper ends when `tasks` is
     /// cancelled.
-    pub fn start(store: Arc<dyn CellStore>, bus: Bus, tasks: &Shutdown) -> Self {
+    pub(crate) fn start(
+        store: Arc<dyn CellStore>,
+        bus: Bus,
+        meter: Meter,
+        tasks: &Shutdown,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let geofences = GeofenceCache::new(store.clone());
         let tracking = Tracking::default();
@@ -144,6 +150,7 @@ impl Ingest {
             bus,
             geofences: geofences.clone(),
             tracking,
+            meter,
         };
         tasks.spawn(writer.run(receiver));
         tasks.spawn(sweeper(queue.downgrade(), tasks.wait()));
@@ -447,6 +454,7 @@ struct Writer {
     bus: Bus,
     geofences: GeofenceCache,
     tracking: Tracking,
+    meter: Meter,
 }
 
 /// What one group commits besides its positions.
@@ -463,7 +471,11 @@ impl Writer {
                 Some(command) => command,
                 None => match receiver.recv().await {
                     Some(command) => command,
-                    None => return,
+                    None => {
+                        // Every handle is gone: no request counts after this.
+                        self.meter.flush(&*self.store).await;
+                        return;
+                    }
                 },
             };
             match command {
@@ -505,6 +517,7 @@ impl Writer {
             Ok((stored, found)) => {
                 self.tracking.apply(&found.states);
                 self.latest.advance(&all, &stored).await;
+                self.meter.ingested(&all, &stored);
                 publish(&self.bus, &all, &stored, &found.events);
                 let mut offset = 0;
                 for job in jobs {

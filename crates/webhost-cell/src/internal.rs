@@ -19,6 +19,7 @@ pub(crate) fn routes() -> Router<CellState> {
             get(get_tenant).put(put_tenant).delete(delete_tenant),
         )
         .route(paths::STATS, get(stats))
+        .route(paths::USAGE, get(crate::usage::report))
 }
 
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {

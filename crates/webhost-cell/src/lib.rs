@@ -13,6 +13,7 @@ mod live;
 pub mod maintenance;
 mod positions;
 pub mod trips;
+mod usage;
 mod vehicles;
 mod webhooks;
 
@@ -25,7 +26,7 @@ use axum::routing::get;
 use axum::Router;
 use webhost_api::Api;
 use webhost_domain::CellId;
-use webhost_http::auth::{InternalAuth, InternalKeys};
+use webhost_http::auth::{InternalAuth, InternalKeys, TenantRequests};
 use webhost_http::client::InternalClient;
 use webhost_http::health::{HealthReport, ServiceHealth};
 use webhost_http::serve::Shutdown;
@@ -83,6 +84,7 @@ pub struct CellState {
     auth: InternalAuth,
     control: InternalClient,
     config: Arc<CellConfig>,
+    meter: usage::Meter,
 }
 
 impl FromRef<CellState> for InternalAuth {
@@ -153,8 +155,14 @@ pub fn router(
         config.job_poll_interval,
         JOBS_GRACE,
     );
+    let meter = usage::Meter::default();
+    tasks.spawn(
+        meter
+            .clone()
+            .flush_periodically(store.clone(), tasks.wait()),
+    );
     let state = CellState {
-        ingest: ingest::Ingest::start(store.clone(), bus.clone(), tasks),
+        ingest: ingest::Ingest::start(store.clone(), bus.clone(), meter.clone(), tasks),
         bus,
         directory: directory::Directory::new(store.clone()),
         store,
@@ -164,6 +172,7 @@ pub fn router(
         },
         control: InternalClient::new(keys, webhost_contract::CELL),
         config: Arc::new(config),
+        meter: meter.clone(),
     };
     let api = api();
     let graphql = api
@@ -180,7 +189,11 @@ pub fn router(
         .merge(internal::routes())
         .fallback(webhost_http::fallback)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)
-        .with_state(state);
+        .with_state(state)
+        // Every tenant request counts towards its usage.
+        .layer(axum::Extension(TenantRequests::new(move |tenant| {
+            meter.request(tenant)
+        })));
     webhost_http::common_layers(router)
 }
 

@@ -57,6 +57,23 @@ pub struct TenantUsage {
     pub vehicles: u64,
 }
 
+/// `GET /internal/v1/usage`: what a cell measured of every tenant on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellUsageReport {
+    pub measured_at: chrono::DateTime<chrono::Utc>,
+    /// The days the ingest and request counts cover, today included.
+    pub window_days: u32,
+    pub tenants: Vec<TenantUsageReport>,
+}
+
+/// One tenant's line of a [`CellUsageReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TenantUsageReport {
+    pub tenant_id: TenantId,
+    #[serde(flatten)]
+    pub usage: webhost_domain::Usage,
+}
+
 /// `PUT /internal/v1/devices/{device_id}` (control plane): a cell claims a
 /// device for one of its tenant's vehicles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

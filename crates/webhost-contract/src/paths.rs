@@ -14,6 +14,8 @@ pub fn tenant(id: TenantId) -> String {
 
 /// Cell: storage statistics.
 pub const STATS: &str = "/internal/v1/stats";
+/// Cell: every tenant's measured use (`CellUsageReport`).
+pub const USAGE: &str = "/internal/v1/usage";
 /// Cell: one tenant's device fixes (edge of the previous version).
 pub const DEVICE_POSITIONS: &str = "/internal/v1/device-positions";
 /// Cell: many device requests' fixes in one call (the edge batches).

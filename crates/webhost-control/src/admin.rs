@@ -11,8 +11,8 @@ use webhost_domain::{CellId, JobId, PlanName, PoolName, RegionCode, TenantId};
 use webhost_http::auth::OperatorCaller;
 use webhost_http::ApiError;
 use webhost_storage::{
-    Cell, CellStatus, CellUpdate, Job, JobFilter, JobState, TenantFilter, TenantPlacement,
-    TenantStatus,
+    Cell, CellStatus, CellUpdate, Job, JobFilter, JobState, MeasuredUsage, TenantFilter,
+    TenantPlacement, TenantStatus,
 };
 
 use crate::cells::{queue_cell, RetireCell, RetirePayload};
@@ -608,6 +608,9 @@ pub struct TenantRow {
     pub cell: String,
     pub routing_version: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// What its cell measured of it (hourly; the ingest and request counts
+    /// cover 30 days); `null` before the first report.
+    pub usage: Option<MeasuredUsage>,
 }
 
 impl From<TenantPlacement> for TenantRow {
@@ -626,6 +629,7 @@ impl From<TenantPlacement> for TenantRow {
             cell: p.cell,
             routing_version: p.routing_version,
             created_at: t.created_at,
+            usage: p.usage,
         }
     }
 }
@@ -934,10 +938,19 @@ impl Operation<ControlState, OperatorCaller> for CancelJob {
     }
 }
 
+/// How much of the economics to show.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EconomicsQuery {
+    /// How many of the least profitable tenants to list: 0 to 1,000; 20
+    /// when left out.
+    tenants: Option<u32>,
+}
+
 pub struct ShowEconomics;
 
 impl Operation<ControlState, OperatorCaller> for ShowEconomics {
-    type Params = NoParams;
+    type Params = EconomicsQuery;
     type Body = NoBody;
     type Output = Economics;
     const ENDPOINT: Endpoint = Endpoint::new(
@@ -951,9 +964,15 @@ impl Operation<ControlState, OperatorCaller> for ShowEconomics {
     async fn call(
         state: &ControlState,
         _: &OperatorCaller,
-        _: NoParams,
+        q: EconomicsQuery,
         _: NoBody,
     ) -> Result<Economics, ApiError> {
+        let listed = q.tenants.unwrap_or(economics::DEFAULT_TENANTS);
+        if listed > MAX_PAGE {
+            return Err(bad_query(format!(
+                "tenants must be between 0 and {MAX_PAGE}"
+            )));
+        }
         let catalog = state.store.catalog().await?;
         let cells = state.store.cells().await?;
         let mut tenants = Vec::new();
@@ -970,6 +989,11 @@ impl Operation<ControlState, OperatorCaller> for ShowEconomics {
                 break;
             }
         }
-        Ok(economics::compute(&catalog, &cells, &tenants))
+        Ok(economics::compute(
+            &catalog,
+            &cells,
+            &tenants,
+            listed as usize,
+        ))
     }
 }

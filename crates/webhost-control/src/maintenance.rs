@@ -1,6 +1,8 @@
 //! The control plane's scheduled jobs over every cell: retention daily at
 //! 02:00 UTC (each cell drops the history its tenants' plans no longer
-//! keep), and a health check of every cell every 6 hours. Both run as cron
+//! keep), a health check of every cell every 6 hours, and every hour the
+//! collection of each cell's per-tenant usage (the economics attribute
+//! cost by it). All run as cron
 //! entries of the job queue, so exactly one node runs each slot, and a slot
 //! missed while every node was down runs once when one comes back.
 
@@ -9,10 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::http::Method;
-use webhost_contract::{cell_audience, paths};
-use webhost_http::client::{InternalClient, InternalRequest};
-use webhost_jobs::{CronSchedule, Handler, JobContext, JobError, Jobs};
-use webhost_storage::{Cell, CellStatus, CellUpdate, ControlStore, Job};
+use webhost_contract::{cell_audience, paths, CellUsageReport};
+use webhost_http::client::{InternalClient, InternalRequest, InternalResponse};
+use webhost_jobs::{queues, CronSchedule, Handler, JobContext, JobError, Jobs};
+use webhost_storage::{Cell, CellStatus, CellUpdate, ControlStore, Job, TenantUsageRecord};
 
 /// Cells that serve tenants.
 async fn serving(store: &dyn ControlStore) -> Result<Vec<Cell>, JobError> {
@@ -23,6 +25,30 @@ async fn serving(store: &dyn ControlStore) -> Result<Vec<Cell>, JobError> {
         .into_iter()
         .filter(|c| matches!(c.status, CellStatus::Active | CellStatus::Draining))
         .collect())
+}
+
+/// Calls `path` on `cell` as the control plane; a 2xx answer or the error.
+async fn call_cell(
+    client: &InternalClient,
+    cell: &Cell,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<InternalResponse> {
+    client
+        .call(
+            InternalRequest {
+                method,
+                base_url: &cell.url,
+                path,
+                audience: &cell_audience(cell.id),
+                tenant: None,
+                subject: None,
+            },
+            body,
+        )
+        .await
+        .and_then(|r| r.success())
 }
 
 /// Asks every cell to apply its tenants' retention. Idempotent: a cell
@@ -42,22 +68,15 @@ impl Handler for Retention {
         let mut failed = Vec::new();
         let mut report = serde_json::Map::new();
         for cell in serving(self.store.as_ref()).await? {
-            let answer = self
-                .client
-                .call(
-                    InternalRequest {
-                        method: Method::POST,
-                        base_url: &cell.url,
-                        path: paths::RETENTION,
-                        audience: &cell_audience(cell.id),
-                        tenant: None,
-                        subject: None,
-                    },
-                    Some(&serde_json::json!({})),
-                )
-                .await
-                .and_then(|r| r.success())
-                .and_then(|r| r.json::<serde_json::Value>());
+            let answer = call_cell(
+                &self.client,
+                &cell,
+                Method::POST,
+                paths::RETENTION,
+                Some(&serde_json::json!({})),
+            )
+            .await
+            .and_then(|r| r.json::<serde_json::Value>());
             match answer {
                 Ok(done) => {
                     report.insert(cell.name.clone(), done);
@@ -104,22 +123,11 @@ impl Handler for CellHealth {
         for cell in serving(self.store.as_ref()).await? {
             let checked = tokio::time::timeout(
                 Duration::from_secs(10),
-                self.client.call::<()>(
-                    InternalRequest {
-                        method: Method::GET,
-                        base_url: &cell.url,
-                        path: "/api/health",
-                        audience: &cell_audience(cell.id),
-                        tenant: None,
-                        subject: None,
-                    },
-                    None,
-                ),
+                call_cell(&self.client, &cell, Method::GET, "/api/health", None),
             )
             .await
             .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
-            .and_then(|r| r)
-            .and_then(|r| r.success());
+            .and_then(|r| r);
             let last_error = match checked {
                 Ok(_) => None,
                 Err(err) => {
@@ -151,6 +159,68 @@ impl Handler for CellHealth {
     }
 }
 
+/// Collects every serving cell's usage report and records it, replacing
+/// each tenant's previous figures. Idempotent: a report is a snapshot, so
+/// collecting twice records the same thing twice.
+pub struct CollectUsage {
+    pub(crate) store: Arc<dyn ControlStore>,
+    pub(crate) client: InternalClient,
+}
+
+#[async_trait]
+impl Handler for CollectUsage {
+    fn kind() -> &'static str {
+        "collect_usage"
+    }
+
+    fn queue() -> &'static str {
+        queues::SYNC
+    }
+
+    async fn run(&self, _job: &Job, ctx: &JobContext) -> Result<(), JobError> {
+        let mut failed = Vec::new();
+        let mut collected = serde_json::Map::new();
+        for cell in serving(self.store.as_ref()).await? {
+            let report = call_cell(&self.client, &cell, Method::GET, paths::USAGE, None)
+                .await
+                .and_then(|r| r.json::<CellUsageReport>());
+            match report {
+                Ok(report) => {
+                    let records: Vec<_> = report
+                        .tenants
+                        .iter()
+                        .map(|t| TenantUsageRecord {
+                            tenant_id: t.tenant_id,
+                            usage: t.usage,
+                        })
+                        .collect();
+                    self.store
+                        .record_usage(cell.id, report.measured_at, &records)
+                        .await
+                        .map_err(JobError::retry)?;
+                    collected.insert(cell.name.clone(), records.len().into());
+                }
+                Err(err) => {
+                    tracing::warn!(cell = %cell.name, error = format!("{err:#}"), "usage not collected from a cell");
+                    failed.push(format!("{}: {err:#}", cell.name));
+                }
+            }
+        }
+        let _ = ctx
+            .progress(serde_json::json!({ "tenants_per_cell": collected }))
+            .await;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(JobError::retry(anyhow::anyhow!(
+                "usage not collected from {} cell(s): {}",
+                failed.len(),
+                failed.join("; ")
+            )))
+        }
+    }
+}
+
 /// Registers the scheduled jobs and their cron entries.
 pub(crate) fn schedule(jobs: Jobs, store: &Arc<dyn ControlStore>, client: &InternalClient) -> Jobs {
     jobs.register(Retention {
@@ -158,6 +228,10 @@ pub(crate) fn schedule(jobs: Jobs, store: &Arc<dyn ControlStore>, client: &Inter
         client: client.clone(),
     })
     .register(CellHealth {
+        store: store.clone(),
+        client: client.clone(),
+    })
+    .register(CollectUsage {
         store: store.clone(),
         client: client.clone(),
     })
@@ -171,6 +245,12 @@ pub(crate) fn schedule(jobs: Jobs, store: &Arc<dyn ControlStore>, client: &Inter
         "cell_health",
         CronSchedule::Every(Duration::from_secs(6 * 3600)),
         CellHealth::kind(),
+        serde_json::json!({}),
+    )
+    .add_cron(
+        "collect_usage",
+        CronSchedule::Every(Duration::from_secs(3600)),
+        CollectUsage::kind(),
         serde_json::json!({}),
     )
 }

@@ -5,6 +5,7 @@
 mod catalog;
 mod ids;
 mod position;
+mod usage;
 mod values;
 
 pub use catalog::{
@@ -13,6 +14,7 @@ pub use catalog::{
 };
 pub use ids::{ApiKeyId, CellId, EventId, GeofenceId, JobId, TenantId, UserId, VehicleId};
 pub use position::{Fix, Position, RawFix, MAX_FUTURE};
+pub use usage::Usage;
 pub use values::{
     Attributes, CompanyName, CountryCode, DeviceId, Email, Password, PlanName, PoolName,
     RegionCode, ShortText, ValidationError, VehicleName,

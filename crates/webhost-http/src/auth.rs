@@ -204,6 +204,18 @@ where
     }
 }
 
+/// Counts tenants' requests for a service that meters usage: put in the
+/// request extensions (an `Extension` layer), it is told the tenant of
+/// every request that extracts a [`TenantCaller`].
+#[derive(Clone)]
+pub struct TenantRequests(Arc<dyn Fn(TenantId) + Send + Sync>);
+
+impl TenantRequests {
+    pub fn new(count: impl Fn(TenantId) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(count))
+    }
+}
+
 /// A caller acting for a tenant.
 #[derive(Clone, Debug)]
 pub struct TenantCaller {
@@ -223,6 +235,9 @@ where
         let tenant = caller
             .tenant
             .ok_or_else(|| ApiError::unauthorized("this endpoint needs a tenant's credentials"))?;
+        if let Some(TenantRequests(count)) = parts.extensions.get::<TenantRequests>() {
+            count(tenant);
+        }
         Ok(Self {
             tenant,
             subject: caller.subject,

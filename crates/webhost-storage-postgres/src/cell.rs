@@ -1,6 +1,6 @@
 use async_trait::async_trait;
-use chrono::DateTime;
 use chrono::Utc;
+use chrono::{DateTime, NaiveDate};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use webhost_domain::Position;
@@ -8,8 +8,8 @@ use webhost_domain::{
     Attributes, DeviceId, GeofenceId, PlanName, ShortText, TenantId, VehicleId, VehicleName,
 };
 use webhost_storage::{
-    fetch_limit, AttemptVerdict, CreateWebhookError, NewWebhook, Quota, Webhook, WebhookAttempt,
-    WebhookAttemptId, WebhookId, WebhookPatch,
+    fetch_limit, AttemptVerdict, CreateWebhookError, NewWebhook, Quota, TenantUsageRecord,
+    UsageCount, Webhook, WebhookAttempt, WebhookAttemptId, WebhookId, WebhookPatch,
 };
 use webhost_storage::{
     CellStats, CellStore, CellTenant, Conflict, CreateGeofenceError, Event, EventCursor,
@@ -359,6 +359,14 @@ impl CellStore for PgCellStore {
         let today = now.date_naive();
         self.ensure_partitions((0..8).map(|d| today + chrono::TimeDelta::days(d)))
             .await
+    }
+
+    async fn add_usage(&self, day: NaiveDate, counts: &[UsageCount]) -> StorageResult<()> {
+        self.add_usage_impl(day, counts).await
+    }
+
+    async fn usage(&self, since: NaiveDate) -> StorageResult<Vec<TenantUsageRecord>> {
+        self.usage_impl(since).await
     }
 
     async fn vehicle_refs(&self, tenant: TenantId) -> StorageResult<Vec<VehicleRef>> {

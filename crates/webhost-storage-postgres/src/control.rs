@@ -5,13 +5,13 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 use webhost_domain::{
     ApiKeyId, Catalog, CellId, CompanyName, CountryCode, DeviceId, Email, PlanName, PoolName,
-    ProviderKind, RegionCode, TenantId, UserId, VehicleId,
+    ProviderKind, RegionCode, TenantId, Usage, UserId, VehicleId,
 };
 use webhost_storage::{
     seed_catalog, ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, Conflict, ControlStore,
-    DeviceRegistration, NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory,
-    StorageError, StorageResult, Tenant, TenantFilter, TenantPlacement, TenantStatus, User,
-    UserCredentials, UserRole,
+    DeviceRegistration, MeasuredUsage, NewApiKey, NewCell, NewTenant, NewUser, Route,
+    RoutingDirectory, StorageError, StorageResult, Tenant, TenantFilter, TenantPlacement,
+    TenantStatus, TenantUsageRecord, User, UserCredentials, UserRole,
 };
 
 use crate::{corrupt, map_err, open_pool, unexpected};
@@ -33,6 +33,32 @@ impl PgControlStore {
         seed_catalog(&store).await?;
         Ok(store)
     }
+}
+
+const USAGE_COLUMNS: &str =
+    "u.positions_stored, u.storage_bytes, u.positions_ingested, u.api_requests, u.measured_at";
+
+/// The usage columns of a `LEFT JOIN tenant_usage u`: `None` when no cell
+/// has reported the tenant yet.
+fn measured_usage_from_row(row: &PgRow) -> StorageResult<Option<MeasuredUsage>> {
+    let Some(measured_at) = row
+        .try_get::<Option<DateTime<Utc>>, _>("measured_at")
+        .map_err(unexpected)?
+    else {
+        return Ok(None);
+    };
+    let n = |column: &str| -> StorageResult<u64> {
+        Ok(row.try_get::<i64, _>(column).map_err(unexpected)?.max(0) as u64)
+    };
+    Ok(Some(MeasuredUsage {
+        usage: Usage {
+            positions_stored: n("positions_stored")?,
+            storage_bytes: n("storage_bytes")?,
+            positions_ingested: n("positions_ingested")?,
+            api_requests: n("api_requests")?,
+        },
+        measured_at,
+    }))
 }
 
 const TENANT_COLUMNS: &str =
@@ -352,8 +378,9 @@ impl ControlStore for PgControlStore {
         filter: &TenantFilter,
     ) -> StorageResult<Vec<TenantPlacement>> {
         let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
-            "SELECT {TENANT_COLUMNS}, r.cell_id, r.version, c.name AS cell_name FROM tenants t \
-             JOIN routes r ON r.tenant_id = t.id JOIN cells c ON c.id = r.cell_id WHERE true"
+            "SELECT {TENANT_COLUMNS}, r.cell_id, r.version, c.name AS cell_name, {USAGE_COLUMNS} \
+             FROM tenants t JOIN routes r ON r.tenant_id = t.id JOIN cells c ON c.id = r.cell_id \
+             LEFT JOIN tenant_usage u ON u.tenant_id = t.id WHERE true"
         ));
         if let Some(plan) = &filter.plan {
             query
@@ -394,9 +421,56 @@ impl ControlStore for PgControlStore {
                     cell_id: CellId::from_uuid(row.try_get("cell_id").map_err(unexpected)?),
                     cell: row.try_get("cell_name").map_err(unexpected)?,
                     routing_version: row.try_get("version").map_err(unexpected)?,
+                    usage: measured_usage_from_row(row)?,
                 })
             })
             .collect()
+    }
+
+    async fn record_usage(
+        &self,
+        cell: CellId,
+        measured_at: DateTime<Utc>,
+        records: &[TenantUsageRecord],
+    ) -> StorageResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let n = |f: fn(&Usage) -> u64| {
+            records
+                .iter()
+                .map(|r| i64::try_from(f(&r.usage)).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>()
+        };
+        sqlx::query(
+            "INSERT INTO tenant_usage (tenant_id, cell_id, positions_stored, storage_bytes, \
+             positions_ingested, api_requests, measured_at) \
+             SELECT u.t, $1, u.s, u.b, u.i, u.r, $2 \
+             FROM UNNEST($3::uuid[], $4::int8[], $5::int8[], $6::int8[], $7::int8[]) \
+               AS u(t, s, b, i, r) \
+             WHERE EXISTS (SELECT 1 FROM tenants WHERE id = u.t) \
+             ON CONFLICT (tenant_id) DO UPDATE SET cell_id = excluded.cell_id, \
+             positions_stored = excluded.positions_stored, \
+             storage_bytes = excluded.storage_bytes, \
+             positions_ingested = excluded.positions_ingested, \
+             api_requests = excluded.api_requests, measured_at = excluded.measured_at",
+        )
+        .bind(cell.as_uuid())
+        .bind(measured_at)
+        .bind(
+            records
+                .iter()
+                .map(|r| r.tenant_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(n(|u| u.positions_stored))
+        .bind(n(|u| u.storage_bytes))
+        .bind(n(|u| u.positions_ingested))
+        .bind(n(|u| u.api_requests))
+        .execute(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        Ok(())
     }
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials> {

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use webhost_domain::Position;
@@ -7,8 +7,8 @@ use webhost_domain::{
     Attributes, DeviceId, GeofenceId, PlanName, ShortText, TenantId, VehicleId, VehicleName,
 };
 use webhost_storage::{
-    fetch_limit, AttemptVerdict, CreateWebhookError, NewWebhook, Quota, Webhook, WebhookAttempt,
-    WebhookAttemptId, WebhookId, WebhookPatch,
+    fetch_limit, AttemptVerdict, CreateWebhookError, NewWebhook, Quota, TenantUsageRecord,
+    UsageCount, Webhook, WebhookAttempt, WebhookAttemptId, WebhookId, WebhookPatch,
 };
 use webhost_storage::{
     CellStats, CellStore, CellTenant, Conflict, CreateGeofenceError, Event, EventCursor,
@@ -355,6 +355,14 @@ impl CellStore for SqliteCellStore {
     async fn prepare_ahead(&self, now: DateTime<Utc>) -> StorageResult<()> {
         let _ = now;
         Ok(())
+    }
+
+    async fn add_usage(&self, day: NaiveDate, counts: &[UsageCount]) -> StorageResult<()> {
+        self.add_usage_impl(day, counts).await
+    }
+
+    async fn usage(&self, since: NaiveDate) -> StorageResult<Vec<TenantUsageRecord>> {
+        self.usage_impl(since).await
     }
 
     async fn vehicle_refs(&self, tenant: TenantId) -> StorageResult<Vec<VehicleRef>> {

@@ -4,13 +4,13 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use webhost_domain::{
     ApiKeyId, Catalog, CellId, CompanyName, CountryCode, DeviceId, Email, PlanName, PoolName,
-    ProviderKind, RegionCode, TenantId, UserId, VehicleId,
+    ProviderKind, RegionCode, TenantId, Usage, UserId, VehicleId,
 };
 use webhost_storage::{
     seed_catalog, ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, Conflict, ControlStore,
-    DeviceRegistration, NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory,
-    StorageError, StorageResult, Tenant, TenantFilter, TenantPlacement, TenantStatus, User,
-    UserCredentials, UserRole,
+    DeviceRegistration, MeasuredUsage, NewApiKey, NewCell, NewTenant, NewUser, Route,
+    RoutingDirectory, StorageError, StorageResult, Tenant, TenantFilter, TenantPlacement,
+    TenantStatus, TenantUsageRecord, User, UserCredentials, UserRole,
 };
 
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
@@ -33,6 +33,32 @@ impl SqliteControlStore {
         seed_catalog(&store).await?;
         Ok(store)
     }
+}
+
+const USAGE_COLUMNS: &str =
+    "u.positions_stored, u.storage_bytes, u.positions_ingested, u.api_requests, u.measured_at";
+
+/// The usage columns of a `LEFT JOIN tenant_usage u`: `None` when no cell
+/// has reported the tenant yet.
+fn measured_usage_from_row(row: &SqliteRow) -> StorageResult<Option<MeasuredUsage>> {
+    let Some(measured_at) = row
+        .try_get::<Option<DateTime<Utc>>, _>("measured_at")
+        .map_err(unexpected)?
+    else {
+        return Ok(None);
+    };
+    let n = |column: &str| -> StorageResult<u64> {
+        Ok(row.try_get::<i64, _>(column).map_err(unexpected)?.max(0) as u64)
+    };
+    Ok(Some(MeasuredUsage {
+        usage: Usage {
+            positions_stored: n("positions_stored")?,
+            storage_bytes: n("storage_bytes")?,
+            positions_ingested: n("positions_ingested")?,
+            api_requests: n("api_requests")?,
+        },
+        measured_at,
+    }))
 }
 
 const TENANT_COLUMNS: &str =
@@ -370,8 +396,9 @@ impl ControlStore for SqliteControlStore {
         filter: &TenantFilter,
     ) -> StorageResult<Vec<TenantPlacement>> {
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT {TENANT_COLUMNS}, r.cell_id, r.version, c.name AS cell_name FROM tenants t \
-             JOIN routes r ON r.tenant_id = t.id JOIN cells c ON c.id = r.cell_id WHERE 1 = 1"
+            "SELECT {TENANT_COLUMNS}, r.cell_id, r.version, c.name AS cell_name, {USAGE_COLUMNS} \
+             FROM tenants t JOIN routes r ON r.tenant_id = t.id JOIN cells c ON c.id = r.cell_id \
+             LEFT JOIN tenant_usage u ON u.tenant_id = t.id WHERE 1 = 1"
         ));
         if let Some(plan) = &filter.plan {
             query
@@ -414,9 +441,43 @@ impl ControlStore for SqliteControlStore {
                     )?),
                     cell: row.try_get("cell_name").map_err(unexpected)?,
                     routing_version: row.try_get("version").map_err(unexpected)?,
+                    usage: measured_usage_from_row(row)?,
                 })
             })
             .collect()
+    }
+
+    async fn record_usage(
+        &self,
+        cell: CellId,
+        measured_at: DateTime<Utc>,
+        records: &[TenantUsageRecord],
+    ) -> StorageResult<()> {
+        let int8 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO tenant_usage (tenant_id, cell_id, positions_stored, storage_bytes, \
+                 positions_ingested, api_requests, measured_at) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET cell_id = excluded.cell_id, \
+                 positions_stored = excluded.positions_stored, \
+                 storage_bytes = excluded.storage_bytes, \
+                 positions_ingested = excluded.positions_ingested, \
+                 api_requests = excluded.api_requests, measured_at = excluded.measured_at",
+            )
+            .bind(r.tenant_id.to_string())
+            .bind(cell.to_string())
+            .bind(int8(r.usage.positions_stored))
+            .bind(int8(r.usage.storage_bytes))
+            .bind(int8(r.usage.positions_ingested))
+            .bind(int8(r.usage.api_requests))
+            .bind(measured_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(unexpected)?;
+        }
+        tx.commit().await.map_err(unexpected)
     }
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials> {

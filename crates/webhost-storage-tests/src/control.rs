@@ -1,9 +1,10 @@
 //! Stories for [`ControlStore`]. Each takes a store on a fresh database.
 
-use webhost_domain::{ApiKeyId, Catalog, CellId, TenantId, UserId, VehicleId};
+use chrono::Utc;
+use webhost_domain::{ApiKeyId, Catalog, CellId, TenantId, Usage, UserId, VehicleId};
 use webhost_storage::{
     ApiKeyPrincipal, CellStatus, CellUpdate, Conflict, ControlStore, DeviceRegistration, NewUser,
-    StorageError, TenantFilter, TenantStatus, UserRole,
+    StorageError, TenantFilter, TenantStatus, TenantUsageRecord, UserRole,
 };
 
 use crate::fixtures::{
@@ -979,4 +980,71 @@ pub async fn tenants_list_by_cell_and_page_with_filters(store: &dyn ControlStore
         .await
         .expect("by plan");
     assert!(none.is_empty());
+}
+
+/// A cell's usage report replaces each tenant's previous figures, shows in
+/// the tenant's placement, skips tenants the control plane does not know,
+/// and goes with the tenant.
+pub async fn usage_reports_replace_and_show_in_placements(store: &dyn ControlStore) {
+    let cell = a_cell(store, "hetzner-fsn1-1").await;
+    let seed = tenant_seed(cell, "Acme", "owner@example.com");
+    let tenant = seed.tenant.id;
+    create(store, &seed).await;
+    let listed = store
+        .tenant_placements(&TenantFilter {
+            limit: 10,
+            ..TenantFilter::default()
+        })
+        .await
+        .expect("placements");
+    assert_eq!(listed[0].usage, None, "no report yet");
+
+    let figures = |n: u64| Usage {
+        positions_stored: n,
+        storage_bytes: n * 100,
+        positions_ingested: n * 2,
+        api_requests: n * 3,
+    };
+    let first = Utc::now() - chrono::Duration::hours(1);
+    let unknown = TenantUsageRecord {
+        tenant_id: TenantId::new(),
+        usage: figures(9),
+    };
+    for (at, n) in [(first, 5), (Utc::now(), 7)] {
+        store
+            .record_usage(
+                cell,
+                at,
+                &[
+                    TenantUsageRecord {
+                        tenant_id: tenant,
+                        usage: figures(n),
+                    },
+                    unknown,
+                ],
+            )
+            .await
+            .expect("record usage");
+    }
+    let listed = store
+        .tenant_placements(&TenantFilter {
+            limit: 10,
+            ..TenantFilter::default()
+        })
+        .await
+        .expect("placements");
+    assert_eq!(listed.len(), 1, "the unknown tenant was not invented");
+    let measured = listed[0].usage.expect("reported");
+    assert_eq!(
+        measured.usage,
+        figures(7),
+        "the newer report replaced the older"
+    );
+    assert_recent(measured.measured_at, "measured_at");
+
+    store.delete_tenant(tenant).await.expect("delete tenant");
+    store
+        .record_usage(cell, Utc::now(), &[])
+        .await
+        .expect("an empty report is fine");
 }

@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
                 concurrent_claims_of_one_device_admit_one,
                 cells_record_provisioning_and_updates_merge,
                 tenants_list_by_cell_and_page_with_filters,
+                usage_reports_replace_and_show_in_placements,
             ],
             cell: [
                 put_tenant_creates_then_updates_limits,
@@ -80,6 +81,7 @@ macro_rules! conformance_tests {
                 deleting_removes_history,
                 large_batches_over_many_days_are_stored,
                 retention_removes_exactly_each_tenants_expired_history,
+                usage_counts_the_window_and_shares_storage_by_rows,
             ],
             fleet: [
                 geofences_round_trip_both_shapes,

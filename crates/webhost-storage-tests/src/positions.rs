@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
-use webhost_domain::{Attributes, Fix, Position, TenantId, VehicleId};
+use webhost_domain::{Attributes, Fix, Position, TenantId, Usage, VehicleId};
 use webhost_storage::{
-    CellStore, HistoryQuery, IngestBatch, NewPosition, PositionBucket, StorageResult,
+    CellStore, HistoryQuery, IngestBatch, NewPosition, PositionBucket, StorageResult, UsageCount,
 };
 
 use crate::fixtures::{bare_vehicle, cell_tenant};
@@ -546,4 +546,65 @@ pub async fn retention_removes_exactly_each_tenants_expired_history(store: &dyn 
     assert!(listed
         .iter()
         .any(|t| t.id == long.0 && t.retention_days == 365));
+}
+
+/// Daily tallies add up per tenant and day; the report counts the days
+/// from `since`, positions stored now, and shares the position storage by
+/// rows. Every tenant is listed, idle ones with zeros, and tallies of
+/// tenants not on the cell are dropped.
+pub async fn usage_counts_the_window_and_shares_storage_by_rows(store: &dyn CellStore) {
+    let (busy, vehicle) = tenant_with_vehicle(store).await;
+    let idle = cell_tenant(5);
+    let idle_id = idle.id;
+    store.put_tenant(idle).await.expect("idle tenant");
+    let rows: Vec<_> = (0..30)
+        .map(|i| at(busy, vehicle, fix(t0() + Duration::seconds(i), 52.5, 13.4)))
+        .collect();
+    insert(store, &rows).await.expect("insert");
+
+    let today = Utc::now().date_naive();
+    let count = |tenant, positions, requests| UsageCount {
+        tenant_id: tenant,
+        positions_ingested: positions,
+        api_requests: requests,
+    };
+    let long_ago = today - Duration::days(40);
+    store
+        .add_usage(long_ago, &[count(busy, 1_000, 1_000)])
+        .await
+        .expect("old tally");
+    store
+        .add_usage(today, &[count(busy, 20, 3), count(TenantId::new(), 7, 7)])
+        .await
+        .expect("tally");
+    store
+        .add_usage(today, &[count(busy, 10, 2), count(busy, 0, 1)])
+        .await
+        .expect("tally again");
+
+    let report = store
+        .usage(today - Duration::days(29))
+        .await
+        .expect("usage");
+    assert_eq!(report.len(), 2, "every tenant, no stranger: {report:?}");
+    let of = |tenant| {
+        report
+            .iter()
+            .find(|r| r.tenant_id == tenant)
+            .expect("listed")
+            .usage
+    };
+    let busy_usage = of(busy);
+    assert_eq!(busy_usage.positions_stored, 30);
+    assert_eq!(
+        busy_usage.positions_ingested, 30,
+        "the 40-day-old tally is outside"
+    );
+    assert_eq!(busy_usage.api_requests, 6);
+    assert!(busy_usage.storage_bytes > 0, "{busy_usage:?}");
+    assert_eq!(of(idle_id), Usage::default());
+
+    store.delete_tenant(busy).await.expect("delete");
+    let report = store.usage(long_ago).await.expect("usage");
+    assert_eq!(report.len(), 1, "the deleted tenant's tallies went with it");
 }

@@ -4,10 +4,10 @@
 //! offline sweep).
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use webhost_domain::{
-    Attributes, DeviceId, GeofenceId, PlanName, Position, ShortText, TenantId, VehicleId,
+    Attributes, DeviceId, GeofenceId, PlanName, Position, ShortText, TenantId, Usage, VehicleId,
     VehicleName,
 };
 
@@ -120,6 +120,21 @@ pub struct RetentionReport {
     pub partitions_dropped: u64,
     pub positions_removed: u64,
     pub events_removed: u64,
+}
+
+/// What a cell counted for one tenant since its last flush.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageCount {
+    pub tenant_id: TenantId,
+    pub positions_ingested: u64,
+    pub api_requests: u64,
+}
+
+/// One tenant's measured use, as a cell reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantUsageRecord {
+    pub tenant_id: TenantId,
+    pub usage: Usage,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -291,6 +306,14 @@ pub trait CellStore: JobStore + Send + Sync + 'static {
     /// Readies storage for the days ahead of `now` (PostgreSQL: creates the
     /// next week's partitions).
     async fn prepare_ahead(&self, now: DateTime<Utc>) -> StorageResult<()>;
+
+    /// Adds `counts` to each tenant's tally of `day`. Counts of tenants no
+    /// longer on the cell are dropped.
+    async fn add_usage(&self, day: NaiveDate, counts: &[UsageCount]) -> StorageResult<()>;
+    /// Every tenant of the cell with its use: positions and bytes stored
+    /// now, positions ingested and API requests on the days from `since`
+    /// (inclusive). A tenant that did nothing is listed with zeros.
+    async fn usage(&self, since: NaiveDate) -> StorageResult<Vec<TenantUsageRecord>>;
 }
 
 /// Per input, whether its (vehicle, time) is among `returned` (the keys an

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use webhost_domain::{
     ApiKeyId, Catalog, CellId, CompanyName, CountryCode, DeviceId, Email, PlanName, PoolName,
-    ProviderKind, RegionCode, TenantId, UserId, VehicleId,
+    ProviderKind, RegionCode, TenantId, Usage, UserId, VehicleId,
 };
 
 use crate::StorageResult;
@@ -244,6 +244,16 @@ pub struct TenantPlacement {
     pub cell_id: CellId,
     pub cell: String,
     pub routing_version: i64,
+    /// What its cell last reported of it; `None` before the first report.
+    pub usage: Option<MeasuredUsage>,
+}
+
+/// A tenant's usage and when its cell measured it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct MeasuredUsage {
+    #[serde(flatten)]
+    pub usage: Usage,
+    pub measured_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug)]
@@ -325,6 +335,15 @@ pub trait ControlStore: RoutingDirectory + crate::JobStore {
     /// One page of tenants with their placement, by ascending id.
     async fn tenant_placements(&self, filter: &TenantFilter)
         -> StorageResult<Vec<TenantPlacement>>;
+    /// Records what cell `cell` measured of its tenants at `measured_at`,
+    /// replacing their previous figures. Tenants the control plane does not
+    /// know are skipped.
+    async fn record_usage(
+        &self,
+        cell: CellId,
+        measured_at: DateTime<Utc>,
+        records: &[crate::TenantUsageRecord],
+    ) -> StorageResult<()>;
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<UserCredentials>;
     async fn user(&self, id: UserId) -> StorageResult<User>;

@@ -14,13 +14,13 @@ mod webhooks;
 
 pub use cell::{
     mark_stored, newest_valid_per_vehicle, CellStats, CellStore, CellTenant, HistoryQuery,
-    NewPosition, NewVehicle, Page, PageRequest, PositionBucket, RetentionReport, Vehicle,
-    VehiclePatch, VehicleRef,
+    NewPosition, NewVehicle, Page, PageRequest, PositionBucket, RetentionReport, TenantUsageRecord,
+    UsageCount, Vehicle, VehiclePatch, VehicleRef,
 };
 pub use control::{
     ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, ControlStore, DeviceRegistration,
-    NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory, Tenant, TenantFilter,
-    TenantPlacement, TenantStatus, User, UserCredentials, UserRole,
+    MeasuredUsage, NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory, Tenant,
+    TenantFilter, TenantPlacement, TenantStatus, User, UserCredentials, UserRole,
 };
 pub use error::{Conflict, StorageError, StorageResult};
 pub use fleet::{
@@ -32,7 +32,9 @@ pub use jobs::{
     job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobState, JobStore,
     NewJob, QueueCount,
 };
-pub use policy::{fetch_limit, seed_catalog, Quota, MAX_PAGE};
+pub use policy::{
+    bytes_share, fetch_limit, seed_catalog, share_storage, usage_by_tenant, Quota, MAX_PAGE,
+};
 pub use webhooks::{
     AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
     WebhookId, WebhookPatch, MAX_WEBHOOKS,

@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     AttemptVerdict, Conflict, ControlStore, CreateGeofenceError, CreateWebhookError, Geofence,
-    GeofencePatch, Page, PageRequest, StorageError, StorageResult, Vehicle, VehiclePatch, Webhook,
-    WebhookPatch, MAX_GEOFENCES, MAX_WEBHOOKS,
+    GeofencePatch, Page, PageRequest, StorageError, StorageResult, TenantUsageRecord, UsageCount,
+    Vehicle, VehiclePatch, Webhook, WebhookPatch, MAX_GEOFENCES, MAX_WEBHOOKS,
 };
-use webhost_domain::Catalog;
+use webhost_domain::{Catalog, TenantId};
 
 /// The most rows one page of a listing returns, whatever was asked.
 pub const MAX_PAGE: u32 = 1_000;
@@ -189,6 +189,39 @@ pub async fn seed_catalog(store: &impl ControlStore) -> StorageResult<()> {
     }
 }
 
+/// `counts` with one entry per tenant (a tally flushed twice in one call
+/// is summed), so one upsert touches each row once.
+pub fn usage_by_tenant(counts: &[UsageCount]) -> Vec<UsageCount> {
+    let mut summed: std::collections::BTreeMap<TenantId, UsageCount> = Default::default();
+    for c in counts {
+        let entry = summed.entry(c.tenant_id).or_insert(UsageCount {
+            tenant_id: c.tenant_id,
+            ..UsageCount::default()
+        });
+        entry.positions_ingested += c.positions_ingested;
+        entry.api_requests += c.api_requests;
+    }
+    summed.into_values().collect()
+}
+
+/// The bytes of `total_bytes` that `rows` of `all_rows` take: storage is
+/// shared out in proportion to rows, the rows of one table being alike.
+pub fn bytes_share(total_bytes: u64, rows: u64, all_rows: u64) -> u64 {
+    if all_rows == 0 {
+        return 0;
+    }
+    (u128::from(total_bytes) * u128::from(rows) / u128::from(all_rows)) as u64
+}
+
+/// Sets each record's `storage_bytes`: the position storage's
+/// `total_bytes` in its share of the positions stored.
+pub fn share_storage(records: &mut [TenantUsageRecord], total_bytes: u64) {
+    let all: u64 = records.iter().map(|r| r.usage.positions_stored).sum();
+    for r in records {
+        r.usage.storage_bytes = bytes_share(total_bytes, r.usage.positions_stored, all);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +246,21 @@ mod tests {
         assert!(Quota::webhooks(i64::from(MAX_WEBHOOKS) - 1).is_ok());
         assert!(Quota::webhooks(i64::from(MAX_WEBHOOKS)).is_err());
         assert!(Quota::geofences(i64::from(MAX_GEOFENCES)).is_err());
+    }
+
+    #[test]
+    fn storage_is_shared_by_rows_and_usage_is_summed_per_tenant() {
+        assert_eq!(bytes_share(1_000, 1, 4), 250);
+        assert_eq!(bytes_share(1_000, 0, 0), 0);
+        let t = TenantId::new();
+        let count = |p, r| UsageCount {
+            tenant_id: t,
+            positions_ingested: p,
+            api_requests: r,
+        };
+        assert_eq!(
+            usage_by_tenant(&[count(2, 1), count(3, 4)]),
+            vec![count(5, 5)]
+        );
     }
 }

@@ -70,8 +70,13 @@ pub enum AdminCommand {
         #[arg(long)]
         limit: Option<u32>,
     },
-    /// Cost, revenue and margin per plan and per cell.
-    Economics,
+    /// Cost, revenue and margin per plan, and the least profitable tenants
+    /// (cost attributed by measured usage).
+    Economics {
+        /// How many of the least profitable tenants to list.
+        #[arg(long, default_value_t = 10)]
+        tenants: u32,
+    },
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -193,33 +198,33 @@ pub async fn run(args: AdminArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         token: token(&args)?,
     };
     use reqwest::Method;
-    let (value, view): (Value, fn(&Value) -> Table) = match args.command.clone() {
+    let (value, view): (Value, fn(&Value) -> Vec<Table>) = match args.command.clone() {
         AdminCommand::Pools => (
             client.call(Method::GET, "/api/admin/pools", None).await?,
-            pools_table,
+            |v| vec![pools_table(v)],
         ),
         AdminCommand::Cells { command } => match command.unwrap_or(CellsCommand::List) {
             CellsCommand::List => (
                 client.call(Method::GET, "/api/admin/cells", None).await?,
-                cells_table,
+                |v| vec![cells_table(v)],
             ),
             CellsCommand::Show { id } => (
                 client
                     .call(Method::GET, &format!("/api/admin/cells/{id}"), None)
                     .await?,
-                cell_table,
+                |v| vec![cell_table(v)],
             ),
             CellsCommand::Drain { id } => (
                 client
                     .call(Method::POST, &format!("/api/admin/cells/{id}/drain"), None)
                     .await?,
-                cell_table,
+                |v| vec![cell_table(v)],
             ),
             CellsCommand::Retire { id } => (
                 client
                     .call(Method::DELETE, &format!("/api/admin/cells/{id}"), None)
                     .await?,
-                cell_table,
+                |v| vec![cell_table(v)],
             ),
             CellsCommand::Create {
                 pool,
@@ -243,7 +248,7 @@ pub async fn run(args: AdminArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
                 } else {
                     follow(&client, &cell).await?
                 };
-                (cell, cell_table)
+                (cell, |v| vec![cell_table(v)])
             }
         },
         AdminCommand::Tenants {
@@ -268,7 +273,7 @@ pub async fn run(args: AdminArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
                 client
                     .call(Method::GET, &format!("/api/admin/tenants{q}"), None)
                     .await?,
-                tenants_table,
+                |v| vec![tenants_table(v)],
             )
         }
         AdminCommand::Jobs {
@@ -282,13 +287,13 @@ pub async fn run(args: AdminArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
                 client
                     .call(Method::POST, &format!("/api/admin/jobs/{id}/retry"), None)
                     .await?,
-                job_table,
+                |v| vec![job_table(v)],
             ),
             Some(JobsCommand::Cancel { id }) => (
                 client
                     .call(Method::POST, &format!("/api/admin/jobs/{id}/cancel"), None)
                     .await?,
-                job_table,
+                |v| vec![job_table(v)],
             ),
             None => {
                 let q = query(&[
@@ -301,21 +306,27 @@ pub async fn run(args: AdminArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
                     client
                         .call(Method::GET, &format!("/api/admin/jobs{q}"), None)
                         .await?,
-                    jobs_table,
+                    |v| vec![jobs_table(v)],
                 )
             }
         },
-        AdminCommand::Economics => (
+        AdminCommand::Economics { tenants } => (
             client
-                .call(Method::GET, "/api/admin/economics", None)
+                .call(
+                    Method::GET,
+                    &format!("/api/admin/economics?tenants={tenants}"),
+                    None,
+                )
                 .await?,
-            economics_table,
+            economics_tables,
         ),
     };
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
     } else {
-        writeln!(out, "{}", view(&value))?;
+        for table in view(&value) {
+            writeln!(out, "{table}")?;
+        }
         if let Some(next) = value.get("next_cursor").and_then(Value::as_str) {
             writeln!(out, "more: --cursor {next}")?;
         }
@@ -475,9 +486,20 @@ fn cell_table(v: &Value) -> Table {
 
 fn tenants_table(v: &Value) -> Table {
     let mut t = table(&[
-        "tenant", "company", "plan", "status", "region", "cell", "since",
+        "tenant",
+        "company",
+        "plan",
+        "status",
+        "region",
+        "cell",
+        "positions",
+        "storage",
+        "ingested 30d",
+        "requests 30d",
+        "since",
     ]);
     for r in rows(v) {
+        let usage = &r["usage"];
         t.add_row(vec![
             text(&r["id"]),
             text(&r["company"]),
@@ -485,10 +507,33 @@ fn tenants_table(v: &Value) -> Table {
             text(&r["status"]),
             text(&r["region"]),
             text(&r["cell"]),
+            text(&usage["positions_stored"]),
+            bytes(&usage["storage_bytes"]),
+            text(&usage["positions_ingested"]),
+            text(&usage["api_requests"]),
             text(&r["created_at"]),
         ]);
     }
     t
+}
+
+/// Bytes for people: `-` when unknown.
+fn bytes(v: &Value) -> String {
+    let Some(n) = v.as_u64() else {
+        return "-".into();
+    };
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut size = n as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < units.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{size:.1} {}", units[unit])
+    }
 }
 
 fn job_row(j: &Value) -> Vec<String> {
@@ -525,6 +570,37 @@ fn job_table(v: &Value) -> Table {
     let mut t = table(&JOB_HEADER);
     t.add_row(job_row(v));
     t
+}
+
+/// The plans, then the least profitable tenants.
+fn economics_tables(v: &Value) -> Vec<Table> {
+    let mut tenants = table(&[
+        "tenant", "company", "plan", "cell", "price", "cost", "margin", "cost by", "storage",
+        "work 30d",
+    ]);
+    for r in v["tenants"].as_array().map_or(&[][..], Vec::as_slice) {
+        let usage = &r["usage"];
+        let work = match (
+            usage["positions_ingested"].as_u64(),
+            usage["api_requests"].as_u64(),
+        ) {
+            (Some(p), Some(q)) => (p + q).to_string(),
+            _ => "-".into(),
+        };
+        tenants.add_row(vec![
+            text(&r["tenant_id"]),
+            text(&r["company"]),
+            text(&r["plan"]),
+            text(&r["cell"]),
+            dollars(&r["price_cents"]),
+            dollars(&r["cost_cents"]),
+            dollars(&r["margin_cents"]),
+            text(&r["attribution"]),
+            bytes(&usage["storage_bytes"]),
+            work,
+        ]);
+    }
+    vec![economics_table(v), tenants]
 }
 
 fn economics_table(v: &Value) -> Table {

@@ -51,6 +51,7 @@ stories!(
     operator_input_is_checked,
     retention_and_health_checks_run_as_jobs_over_every_cell,
     the_admin_command_shows_cells_jobs_and_economics,
+    cells_report_usage_and_economics_attribute_cost_by_it,
 );
 
 tuned_stories!(quick_retries: a_job_that_keeps_failing_ends_failed_with_its_error_visible);
@@ -639,9 +640,15 @@ async fn the_admin_command_shows_cells_jobs_and_economics(app: TestApp) {
     )
     .await;
     assert!(tenants.contains("Acme Logistics"), "{tenants}");
-    let economics = run(AdminCommand::Economics, false).await;
+    assert!(tenants.contains("requests 30d"), "usage columns: {tenants}");
+    let economics = run(AdminCommand::Economics { tenants: 10 }, false).await;
     assert!(
         economics.contains("$0.43") && economics.contains("97%"),
+        "{economics}"
+    );
+    // The least profitable tenants follow the plans; nothing measured yet.
+    assert!(
+        economics.contains("Acme Logistics") && economics.contains("equal"),
         "{economics}"
     );
     let jobs: Value = serde_json::from_str(
@@ -673,5 +680,129 @@ async fn the_admin_command_shows_cells_jobs_and_economics(app: TestApp) {
     assert!(
         format!("{err:#}").contains("WEBHOST_ADMIN_TOKEN"),
         "{err:#}"
+    );
+}
+
+/// One busy tenant and one idle one on the same $65 cell: the cell counts
+/// what each stores and does, the usage job brings it to the control plane,
+/// the tenants list shows it, and the economics put the cell's cost on the
+/// tenant that uses it (and list it first, as the one losing money).
+async fn cells_report_usage_and_economics_attribute_cost_by_it(app: TestApp) {
+    let busy = app.signup("hobby", "DE").await;
+    let idle = app.signup("hobby", "DE").await;
+    let van = app.create_vehicle(&busy, "Van", None).await;
+    assert_eq!(van.status, StatusCode::CREATED, "{}", van.body);
+    let van = van.body["id"].as_str().expect("id").to_string();
+    let start = chrono::Utc::now() - chrono::Duration::hours(1);
+    let batch: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({
+                "vehicle_id": van,
+                "time": (start + chrono::Duration::seconds(i)).to_rfc3339(),
+                "lat": 52.5,
+                "lon": 13.4,
+            })
+        })
+        .collect();
+    let stored = app
+        .post("/api/v1/positions", Some(&busy.api_key), json!(batch))
+        .await;
+    assert!(stored.status.is_success(), "{}", stored.body);
+    // The resend stores nothing new and ingests nothing.
+    let again = app
+        .post("/api/v1/positions", Some(&busy.api_key), json!(batch))
+        .await;
+    assert!(again.status.is_success(), "{}", again.body);
+    for _ in 0..3 {
+        let latest = app.get("/api/v1/positions/latest", &busy.token).await;
+        assert_eq!(latest.status, StatusCode::OK, "{}", latest.body);
+    }
+
+    let collect = app
+        .app
+        .jobs
+        .enqueue::<webhost_control::maintenance::CollectUsage>(json!({}), None, None)
+        .await
+        .expect("enqueue");
+    let done = wait_job(&app, &collect.job.id.to_string()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["queue"], "sync", "{done}");
+
+    let tenants = app.admin(Method::GET, "/api/admin/tenants", None).await;
+    assert_eq!(tenants.status, StatusCode::OK, "{}", tenants.body);
+    let usage_of = |account: &crate::helpers::Account| {
+        tenants.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|t| t["id"] == account.tenant_id.as_str())
+            .expect("listed")["usage"]
+            .clone()
+    };
+    let used = usage_of(&busy);
+    assert_eq!(used["positions_stored"], 40, "{used}");
+    assert_eq!(
+        used["positions_ingested"], 40,
+        "resends not counted: {used}"
+    );
+    // Create the vehicle, post twice, read three times.
+    assert_eq!(used["api_requests"], 6, "{used}");
+    assert!(used["storage_bytes"].as_u64().expect("bytes") > 0, "{used}");
+    assert!(used["measured_at"].is_string(), "{used}");
+    let nothing = usage_of(&idle);
+    assert_eq!(
+        (
+            &nothing["positions_stored"],
+            &nothing["positions_ingested"],
+            &nothing["api_requests"],
+            &nothing["storage_bytes"]
+        ),
+        (&json!(0), &json!(0), &json!(0), &json!(0)),
+        "{nothing}"
+    );
+
+    let economics = app
+        .admin(Method::GET, "/api/admin/economics?tenants=5", None)
+        .await;
+    assert_eq!(economics.status, StatusCode::OK, "{}", economics.body);
+    let listed = economics.body["tenants"].as_array().expect("tenants");
+    assert_eq!(listed.len(), 2, "{}", economics.body);
+    assert_eq!(
+        listed[0]["tenant_id"],
+        busy.tenant_id.as_str(),
+        "least profitable first"
+    );
+    assert_eq!(listed[0]["attribution"], "usage");
+    assert_eq!(
+        listed[0]["cost_cents"],
+        json!(6500.0),
+        "all of the $65 server"
+    );
+    assert_eq!(listed[0]["margin_cents"], json!(1500.0 - 6500.0));
+    assert_eq!(
+        listed[1]["cost_cents"],
+        json!(0.0),
+        "the idle tenant used nothing"
+    );
+    assert_eq!(economics.body["totals"]["losing_tenants"], 1);
+    let fsn = economics.body["cells"]
+        .as_array()
+        .expect("cells")
+        .iter()
+        .find(|c| c["cell"] == "hetzner-fsn1-1")
+        .expect("fsn cell");
+    assert_eq!(fsn["attribution"], "usage");
+    assert_eq!(fsn["losing_tenants"], 1);
+
+    let refused = app
+        .admin(Method::GET, "/api/admin/economics?tenants=5000", None)
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("tenants")),
+        "{}",
+        refused.body
     );
 }
