@@ -224,7 +224,7 @@ pub(super) async fn run(app: &BenchApp, quick: bool) -> anyhow::Result<Outcome> 
     let levels: &[usize] = if quick {
         &[10, 20]
     } else {
-        &[250, 500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000]
+        &[250, 500, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000]
     };
     let length = PERIOD + PERIOD / 2;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
