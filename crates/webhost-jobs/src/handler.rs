@@ -4,7 +4,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use webhost_domain::JobId;
-use webhost_storage::{Job, JobStore, StorageResult};
+use webhost_storage::{Job, JobRun, JobStore, StorageResult};
 
 use crate::runner::queues;
 use crate::Backoff;
@@ -117,7 +117,15 @@ pub struct JobContext {
 impl JobContext {
     /// Records progress on the job (shown by `JobStore::job`/`jobs`).
     pub async fn progress(&self, progress: serde_json::Value) -> StorageResult<()> {
-        self.store.set_progress(self.id, progress).await
+        self.store
+            .set_progress(
+                JobRun {
+                    id: self.id,
+                    attempt: self.attempt,
+                },
+                progress,
+            )
+            .await
     }
 
     /// Fires when the process shuts down; a long job should stop at a point

@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use webhost_domain::JobId;
-use webhost_storage::{Enqueued, FirstRun, Job, JobStore, NewJob, StorageError, StorageResult};
+use webhost_storage::{
+    Enqueued, FirstRun, Job, JobRun, JobStore, NewJob, StorageError, StorageResult,
+};
 
 use crate::{Backoff, Clock, CronSchedule, Handler, JobContext, JobError, SystemClock};
 
@@ -474,7 +476,7 @@ impl Jobs {
                 job.kind, job.queue
             );
             tracing::error!("{error}");
-            log_outcome(self.store.fail(job.id, &error, None).await);
+            log_outcome(self.store.fail(job.run(), &error, None).await);
             return;
         };
         let ctx = JobContext {
@@ -487,28 +489,28 @@ impl Jobs {
             biased;
             () = abandon.cancelled() => {
                 tracing::info!("abandoned at shutdown; released");
-                log_outcome(self.store.release(job.id, None).await);
+                log_outcome(self.store.release(job.run(), None).await);
                 return;
             }
             outcome = registered.handler.run(&job, &ctx) => outcome,
-            never = self.renew_lease(job.id) => match never {},
+            never = self.renew_lease(job.run()) => match never {},
         };
         let result = match outcome {
             Ok(()) => {
                 tracing::info!("job succeeded");
-                self.store.complete(job.id).await
+                self.store.complete(job.run()).await
             }
             // Stopped for shutdown: given back, the attempt not counted.
             Err(JobError::Retry(err)) if shutdown.is_cancelled() => {
                 tracing::info!(error = %format!("{err:#}"), "stopped for shutdown; released");
-                self.store.release(job.id, None).await
+                self.store.release(job.run(), None).await
             }
             // Waiting on something outside: run again later, no attempt
             // counted.
             Err(JobError::Snooze(after)) => {
                 let run_at = self.clock.now() + delta(after);
                 tracing::debug!(%run_at, "job waits; runs again later");
-                self.store.release(job.id, Some(run_at)).await
+                self.store.release(job.run(), Some(run_at)).await
             }
             Err(JobError::Retry(err)) if job.attempts < job.max_attempts => {
                 let retry_at = registered
@@ -516,29 +518,29 @@ impl Jobs {
                     .next_retry(job.attempts, self.clock.now());
                 let error = format!("{err:#}");
                 tracing::warn!(%error, %retry_at, "job failed; will retry");
-                self.store.fail(job.id, &error, Some(retry_at)).await
+                self.store.fail(job.run(), &error, Some(retry_at)).await
             }
             Err(JobError::Retry(err)) => {
                 let error = format!("{err:#}");
                 tracing::error!(%error, "job failed on its last attempt");
-                self.store.fail(job.id, &error, None).await
+                self.store.fail(job.run(), &error, None).await
             }
             Err(JobError::Permanent(err)) => {
                 let error = format!("{err:#}");
                 tracing::error!(%error, "job failed permanently");
-                self.store.fail(job.id, &error, None).await
+                self.store.fail(job.run(), &error, None).await
             }
         };
         log_outcome(result);
     }
 
     /// Renews the job's lease every third of it, for as long as it runs.
-    async fn renew_lease(&self, id: JobId) -> std::convert::Infallible {
+    async fn renew_lease(&self, run: JobRun) -> std::convert::Infallible {
         let every = self.lease / 3;
         loop {
             tokio::time::sleep(every).await;
             let until = self.clock.now() + delta(self.lease);
-            if let Err(err) = self.store.heartbeat(id, until).await {
+            if let Err(err) = self.store.heartbeat(run, until).await {
                 // The job keeps running: it is idempotent, and the worker
                 // that may now hold it does the same work.
                 tracing::warn!(error = %err, "renewing the job's lease failed");

@@ -326,7 +326,7 @@ async fn shutdown_releases_a_job_that_outlives_the_grace_period() {
         .await
         .expect("claim");
     assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id]);
-    fx.store.complete(id).await.expect("complete");
+    fx.store.complete(claimed[0].run()).await.expect("complete");
     fx.assert_queues_empty().await;
 }
 

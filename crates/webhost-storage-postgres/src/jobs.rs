@@ -14,11 +14,16 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use webhost_domain::JobId;
 use webhost_storage::{
-    fetch_limit, job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobState,
-    JobStore, NewJob, Page, QueueCount, StorageError, StorageResult, MAX_PAGE,
+    fetch_limit, job_run_miss, job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter,
+    JobRun, JobState, JobStore, NewJob, Page, QueueCount, StorageError, StorageResult, MAX_PAGE,
 };
 
 use crate::{corrupt, unexpected, PgCellStore, PgControlStore};
+
+/// An attempt count as the column's type.
+fn int4(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
 
 const JOB_COLUMNS: &str = "id, queue, kind, payload, unique_key, state, attempts, max_attempts, \
      run_at, locked_until, last_error, progress, created_at, updated_at, finished_at";
@@ -182,29 +187,37 @@ macro_rules! delegate_job_store {
             ) -> StorageResult<Vec<Job>> {
                 self.queue().claim(queue, limit, lease, now).await
             }
-            async fn heartbeat(&self, id: JobId, locked_until: DateTime<Utc>) -> StorageResult<()> {
-                self.queue().heartbeat(id, locked_until).await
+            async fn heartbeat(
+                &self,
+                run: JobRun,
+                locked_until: DateTime<Utc>,
+            ) -> StorageResult<()> {
+                self.queue().heartbeat(run, locked_until).await
             }
             async fn set_progress(
                 &self,
-                id: JobId,
+                run: JobRun,
                 progress: serde_json::Value,
             ) -> StorageResult<()> {
-                self.queue().set_progress(id, progress).await
+                self.queue().set_progress(run, progress).await
             }
-            async fn complete(&self, id: JobId) -> StorageResult<()> {
-                self.queue().complete(id).await
+            async fn complete(&self, run: JobRun) -> StorageResult<()> {
+                self.queue().complete(run).await
             }
             async fn fail(
                 &self,
-                id: JobId,
+                run: JobRun,
                 error: &str,
                 retry_at: Option<DateTime<Utc>>,
             ) -> StorageResult<()> {
-                self.queue().fail(id, error, retry_at).await
+                self.queue().fail(run, error, retry_at).await
             }
-            async fn release(&self, id: JobId, run_at: Option<DateTime<Utc>>) -> StorageResult<()> {
-                self.queue().release(id, run_at).await
+            async fn release(
+                &self,
+                run: JobRun,
+                run_at: Option<DateTime<Utc>>,
+            ) -> StorageResult<()> {
+                self.queue().release(run, run_at).await
             }
             async fn recover_expired(&self, now: DateTime<Utc>) -> StorageResult<u64> {
                 self.queue().recover_expired(now).await
@@ -254,6 +267,15 @@ delegate_job_store!(PgCellStore);
 impl Queue {
     /// Why a transition of job `id` matched no row: the job is missing, or
     /// in a state `action` does not apply to.
+    /// Why a transition of `run` matched no row: the job is missing, in
+    /// another state, or taken over by a later run.
+    async fn run_miss(&self, run: JobRun, action: &'static str) -> StorageError {
+        match self.job(run.id).await {
+            Ok(job) => job_run_miss(run, action, &job),
+            Err(err) => err,
+        }
+    }
+
     async fn job_miss(&self, id: JobId, action: &'static str) -> StorageError {
         match self.job(id).await {
             Ok(job) => job_state_conflict(action, job.state),
@@ -265,13 +287,13 @@ impl Queue {
     /// caller; `action` names it in the refusal when nothing matched.
     async fn update_running(
         &self,
-        id: JobId,
+        run: JobRun,
         action: &'static str,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> StorageResult<()> {
         let done = query.execute(&self.pool).await.map_err(unexpected)?;
         if done.rows_affected() == 0 {
-            return Err(self.job_miss(id, action).await);
+            return Err(self.run_miss(run, action).await);
         }
         Ok(())
     }
@@ -317,40 +339,46 @@ impl JobStore for Queue {
         Ok(jobs)
     }
 
-    async fn heartbeat(&self, id: JobId, locked_until: DateTime<Utc>) -> StorageResult<()> {
+    async fn heartbeat(&self, run: JobRun, locked_until: DateTime<Utc>) -> StorageResult<()> {
+        let id = run.id;
         let query = sqlx::query(
             "UPDATE jobs SET locked_until = $1, updated_at = $2 \
-             WHERE id = $3 AND state = 'running'",
+             WHERE id = $3 AND state = 'running' AND attempts = $4",
         )
         .bind(locked_until)
         .bind(Utc::now())
-        .bind(id.as_uuid());
-        self.update_running(id, "renew the lease of", query).await
+        .bind(id.as_uuid())
+        .bind(int4(run.attempt));
+        self.update_running(run, "renew the lease of", query).await
     }
 
-    async fn set_progress(&self, id: JobId, progress: serde_json::Value) -> StorageResult<()> {
+    async fn set_progress(&self, run: JobRun, progress: serde_json::Value) -> StorageResult<()> {
+        let id = run.id;
         let query = sqlx::query(
-            "UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3 AND state = 'running'",
+            "UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3 AND state = 'running' AND attempts = $4",
         )
         .bind(progress)
         .bind(Utc::now())
-        .bind(id.as_uuid());
-        self.update_running(id, "record progress of", query).await
+        .bind(id.as_uuid())
+        .bind(int4(run.attempt));
+        self.update_running(run, "record progress of", query).await
     }
 
-    async fn complete(&self, id: JobId) -> StorageResult<()> {
+    async fn complete(&self, run: JobRun) -> StorageResult<()> {
+        let id = run.id;
         let query = sqlx::query(
             "UPDATE jobs SET state = 'succeeded', locked_until = NULL, finished_at = $1, \
-             updated_at = $1 WHERE id = $2 AND state = 'running'",
+             updated_at = $1 WHERE id = $2 AND state = 'running' AND attempts = $3",
         )
         .bind(Utc::now())
-        .bind(id.as_uuid());
-        self.update_running(id, "complete", query).await
+        .bind(id.as_uuid())
+        .bind(int4(run.attempt));
+        self.update_running(run, "complete", query).await
     }
 
     async fn fail(
         &self,
-        id: JobId,
+        run: JobRun,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
     ) -> StorageResult<()> {
@@ -360,25 +388,28 @@ impl JobStore for Queue {
              state = CASE WHEN $1::timestamptz IS NULL THEN 'failed' ELSE 'queued' END, \
              run_at = COALESCE($1, run_at), locked_until = NULL, last_error = $2, \
              finished_at = CASE WHEN $1::timestamptz IS NULL THEN $3 END, updated_at = $3 \
-             WHERE id = $4 AND state = 'running'",
+             WHERE id = $4 AND state = 'running' AND attempts = $5",
         )
         .bind(retry_at)
         .bind(error)
         .bind(Utc::now())
-        .bind(id.as_uuid());
-        self.update_running(id, "fail", query).await
+        .bind(run.id.as_uuid())
+        .bind(int4(run.attempt));
+        self.update_running(run, "fail", query).await
     }
 
-    async fn release(&self, id: JobId, run_at: Option<DateTime<Utc>>) -> StorageResult<()> {
+    async fn release(&self, run: JobRun, run_at: Option<DateTime<Utc>>) -> StorageResult<()> {
+        let id = run.id;
         let query = sqlx::query(
             "UPDATE jobs SET state = 'queued', attempts = GREATEST(attempts - 1, 0), \
              run_at = COALESCE($3, run_at), locked_until = NULL, updated_at = $1 \
-             WHERE id = $2 AND state = 'running'",
+             WHERE id = $2 AND state = 'running' AND attempts = $4",
         )
         .bind(Utc::now())
         .bind(id.as_uuid())
-        .bind(run_at);
-        self.update_running(id, "release", query).await
+        .bind(run_at)
+        .bind(int4(run.attempt));
+        self.update_running(run, "release", query).await
     }
 
     async fn recover_expired(&self, now: DateTime<Utc>) -> StorageResult<u64> {

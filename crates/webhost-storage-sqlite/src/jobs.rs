@@ -13,8 +13,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use webhost_domain::JobId;
 use webhost_storage::{
-    fetch_limit, job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobState,
-    JobStore, NewJob, Page, QueueCount, StorageError, StorageResult, MAX_PAGE,
+    fetch_limit, job_run_miss, job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter,
+    JobRun, JobState, JobStore, NewJob, Page, QueueCount, StorageError, StorageResult, MAX_PAGE,
 };
 
 use crate::{corrupt, parse_uuid, unexpected, Pools, SqliteCellStore, SqliteControlStore};
@@ -173,29 +173,37 @@ macro_rules! delegate_job_store {
             ) -> StorageResult<Vec<Job>> {
                 self.queue().claim(queue, limit, lease, now).await
             }
-            async fn heartbeat(&self, id: JobId, locked_until: DateTime<Utc>) -> StorageResult<()> {
-                self.queue().heartbeat(id, locked_until).await
+            async fn heartbeat(
+                &self,
+                run: JobRun,
+                locked_until: DateTime<Utc>,
+            ) -> StorageResult<()> {
+                self.queue().heartbeat(run, locked_until).await
             }
             async fn set_progress(
                 &self,
-                id: JobId,
+                run: JobRun,
                 progress: serde_json::Value,
             ) -> StorageResult<()> {
-                self.queue().set_progress(id, progress).await
+                self.queue().set_progress(run, progress).await
             }
-            async fn complete(&self, id: JobId) -> StorageResult<()> {
-                self.queue().complete(id).await
+            async fn complete(&self, run: JobRun) -> StorageResult<()> {
+                self.queue().complete(run).await
             }
             async fn fail(
                 &self,
-                id: JobId,
+                run: JobRun,
                 error: &str,
                 retry_at: Option<DateTime<Utc>>,
             ) -> StorageResult<()> {
-                self.queue().fail(id, error, retry_at).await
+                self.queue().fail(run, error, retry_at).await
             }
-            async fn release(&self, id: JobId, run_at: Option<DateTime<Utc>>) -> StorageResult<()> {
-                self.queue().release(id, run_at).await
+            async fn release(
+                &self,
+                run: JobRun,
+                run_at: Option<DateTime<Utc>>,
+            ) -> StorageResult<()> {
+                self.queue().release(run, run_at).await
             }
             async fn recover_expired(&self, now: DateTime<Utc>) -> StorageResult<u64> {
                 self.queue().recover_expired(now).await
@@ -245,6 +253,15 @@ delegate_job_store!(SqliteCellStore);
 impl Queue {
     /// Why a transition of job `id` matched no row: the job is missing, or
     /// in a state `action` does not apply to.
+    /// Why a transition of `run` matched no row: the job is missing, in
+    /// another state, or taken over by a later run.
+    async fn run_miss(&self, run: JobRun, action: &'static str) -> StorageError {
+        match self.job(run.id).await {
+            Ok(job) => job_run_miss(run, action, &job),
+            Err(err) => err,
+        }
+    }
+
     async fn job_miss(&self, id: JobId, action: &'static str) -> StorageError {
         match self.job(id).await {
             Ok(job) => job_state_conflict(action, job.state),
@@ -256,7 +273,7 @@ impl Queue {
     /// caller; `action` names it in the refusal when nothing matched.
     async fn update_running<'q>(
         &self,
-        id: JobId,
+        run: JobRun,
         action: &'static str,
         query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     ) -> StorageResult<()> {
@@ -265,7 +282,7 @@ impl Queue {
             .await
             .map_err(unexpected)?;
         if done.rows_affected() == 0 {
-            return Err(self.job_miss(id, action).await);
+            return Err(self.run_miss(run, action).await);
         }
         Ok(())
     }
@@ -311,41 +328,47 @@ impl JobStore for Queue {
         Ok(jobs)
     }
 
-    async fn heartbeat(&self, id: JobId, locked_until: DateTime<Utc>) -> StorageResult<()> {
+    async fn heartbeat(&self, run: JobRun, locked_until: DateTime<Utc>) -> StorageResult<()> {
+        let id = run.id;
         let query = sqlx::query(
-            "UPDATE jobs SET locked_until = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+            "UPDATE jobs SET locked_until = ?, updated_at = ? WHERE id = ? AND state = 'running' AND attempts = ?",
         )
         .bind(locked_until)
         .bind(Utc::now())
-        .bind(id.to_string());
-        self.update_running(id, "renew the lease of", query).await
+        .bind(id.to_string())
+        .bind(i64::from(run.attempt));
+        self.update_running(run, "renew the lease of", query).await
     }
 
-    async fn set_progress(&self, id: JobId, progress: serde_json::Value) -> StorageResult<()> {
+    async fn set_progress(&self, run: JobRun, progress: serde_json::Value) -> StorageResult<()> {
+        let id = run.id;
         let query = sqlx::query(
-            "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+            "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND state = 'running' AND attempts = ?",
         )
         .bind(progress.to_string())
         .bind(Utc::now())
-        .bind(id.to_string());
-        self.update_running(id, "record progress of", query).await
+        .bind(id.to_string())
+        .bind(i64::from(run.attempt));
+        self.update_running(run, "record progress of", query).await
     }
 
-    async fn complete(&self, id: JobId) -> StorageResult<()> {
+    async fn complete(&self, run: JobRun) -> StorageResult<()> {
+        let id = run.id;
         let now = Utc::now();
         let query = sqlx::query(
             "UPDATE jobs SET state = 'succeeded', locked_until = NULL, finished_at = ?, \
-             updated_at = ? WHERE id = ? AND state = 'running'",
+             updated_at = ? WHERE id = ? AND state = 'running' AND attempts = ?",
         )
         .bind(now)
         .bind(now)
-        .bind(id.to_string());
-        self.update_running(id, "complete", query).await
+        .bind(id.to_string())
+        .bind(i64::from(run.attempt));
+        self.update_running(run, "complete", query).await
     }
 
     async fn fail(
         &self,
-        id: JobId,
+        run: JobRun,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
     ) -> StorageResult<()> {
@@ -353,32 +376,38 @@ impl JobStore for Queue {
         let query = match retry_at {
             Some(retry_at) => sqlx::query(
                 "UPDATE jobs SET state = 'queued', run_at = ?, locked_until = NULL, \
-                 last_error = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+                 last_error = ?, updated_at = ? WHERE id = ? AND state = 'running' AND attempts = ?",
             )
             .bind(retry_at),
             None => sqlx::query(
                 "UPDATE jobs SET state = 'failed', locked_until = NULL, last_error = ?, \
-                 finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+                 finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running' AND attempts = ?",
             ),
         };
         let query = match retry_at {
             Some(_) => query.bind(error).bind(now),
             None => query.bind(error).bind(now).bind(now),
         };
-        self.update_running(id, "fail", query.bind(id.to_string()))
-            .await
+        self.update_running(
+            run,
+            "fail",
+            query.bind(run.id.to_string()).bind(i64::from(run.attempt)),
+        )
+        .await
     }
 
-    async fn release(&self, id: JobId, run_at: Option<DateTime<Utc>>) -> StorageResult<()> {
+    async fn release(&self, run: JobRun, run_at: Option<DateTime<Utc>>) -> StorageResult<()> {
+        let id = run.id;
         let query = sqlx::query(
             "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), \
              run_at = COALESCE(?, run_at), locked_until = NULL, updated_at = ? \
-             WHERE id = ? AND state = 'running'",
+             WHERE id = ? AND state = 'running' AND attempts = ?",
         )
         .bind(run_at)
         .bind(Utc::now())
-        .bind(id.to_string());
-        self.update_running(id, "release", query).await
+        .bind(id.to_string())
+        .bind(i64::from(run.attempt));
+        self.update_running(run, "release", query).await
     }
 
     async fn recover_expired(&self, now: DateTime<Utc>) -> StorageResult<u64> {

@@ -11,7 +11,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::json;
 use webhost_domain::JobId;
 use webhost_storage::{
-    Conflict, FirstRun, Job, JobConflict, JobFilter, JobState, JobStore, NewJob, QueueCount,
+    Conflict, FirstRun, Job, JobConflict, JobFilter, JobRun, JobState, JobStore, NewJob,
+    QueueCount, StorageError,
 };
 
 use crate::fixtures::{assert_not_found, assert_recent, expect_conflict};
@@ -128,7 +129,10 @@ pub async fn unique_key_dedupes_while_unfinished(store: Arc<dyn JobStore>) {
     assert_eq!(while_running.job.id, first.id);
 
     // Finished: the key is free.
-    store.complete(first.id).await.expect("complete");
+    store
+        .complete(current_run(store.as_ref(), &first).await)
+        .await
+        .expect("complete");
     let next = store.enqueue(keyed("provision")).await.expect("enqueue");
     assert!(next.created, "a finished holder frees the key");
     assert_ne!(next.job.id, first.id);
@@ -256,7 +260,11 @@ pub async fn fail_with_retry_at_requeues_on_the_stored_schedule(store: Arc<dyn J
     assert_eq!(claimed.id, job.id);
     let retry_at = t0() + secs(30);
     store
-        .fail(job.id, "upstream said 503", Some(retry_at))
+        .fail(
+            current_run(store.as_ref(), &job).await,
+            "upstream said 503",
+            Some(retry_at),
+        )
         .await
         .expect("fail");
 
@@ -287,10 +295,17 @@ pub async fn fail_without_retry_is_final_and_listed_by_filter(store: Arc<dyn Job
     let jobs = store.claim("billing", 2, LEASE, t0()).await.expect("claim");
     assert_eq!(jobs.len(), 2);
     store
-        .fail(doomed.id, "card declined", None)
+        .fail(
+            current_run(store.as_ref(), &doomed).await,
+            "card declined",
+            None,
+        )
         .await
         .expect("fail");
-    store.complete(fine.id).await.expect("complete");
+    store
+        .complete(current_run(store.as_ref(), &fine).await)
+        .await
+        .expect("complete");
 
     let failed = store.job(doomed.id).await.expect("job");
     assert_eq!(failed.state, JobState::Failed);
@@ -319,12 +334,16 @@ pub async fn fail_without_retry_is_final_and_listed_by_filter(store: Arc<dyn Job
         .expect("claim")
         .is_empty());
     expect_state_conflict(
-        store.complete(doomed.id).await,
+        store
+            .complete(current_run(store.as_ref(), &doomed).await)
+            .await,
         JobState::Failed,
         "completing a failed job",
     );
     expect_state_conflict(
-        store.fail(fine.id, "late", None).await,
+        store
+            .fail(current_run(store.as_ref(), &fine).await, "late", None)
+            .await,
         JobState::Succeeded,
         "failing a succeeded job",
     );
@@ -335,7 +354,10 @@ pub async fn fail_without_retry_is_final_and_listed_by_filter(store: Arc<dyn Job
 pub async fn release_does_not_count_an_attempt(store: Arc<dyn JobStore>) {
     let job = enqueue(store.as_ref(), new_job("sync", "pull", t0())).await;
     claim_one(store.as_ref(), "sync", t0()).await;
-    store.release(job.id, None).await.expect("release");
+    store
+        .release(current_run(store.as_ref(), &job).await, None)
+        .await
+        .expect("release");
     let stored = store.job(job.id).await.expect("job");
     assert_eq!(stored.state, JobState::Queued);
     assert_eq!(stored.attempts, 0);
@@ -344,10 +366,15 @@ pub async fn release_does_not_count_an_attempt(store: Arc<dyn JobStore>) {
 
     let again = claim_one(store.as_ref(), "sync", t0()).await;
     assert_eq!(again.attempts, 1);
-    assert_not_found(store.release(JobId::new(), None).await, "release");
-    store.complete(job.id).await.expect("complete");
+    assert_not_found(store.release(unknown_run(), None).await, "release");
+    store
+        .complete(current_run(store.as_ref(), &job).await)
+        .await
+        .expect("complete");
     expect_state_conflict(
-        store.release(job.id, None).await,
+        store
+            .release(current_run(store.as_ref(), &job).await, None)
+            .await,
         JobState::Succeeded,
         "releasing a finished job",
     );
@@ -370,7 +397,10 @@ pub async fn recover_expired_requeues_only_lapsed_leases(store: Arc<dyn JobStore
     let jobs = store.claim("default", 3, LEASE, t0()).await.expect("claim");
     assert_eq!(jobs.len(), 3);
     store
-        .heartbeat(renewed.id, t0() + LEASE * 3)
+        .heartbeat(
+            current_run(store.as_ref(), &renewed).await,
+            t0() + LEASE * 3,
+        )
         .await
         .expect("heartbeat");
     let fresh = enqueue(store.as_ref(), new_job("default", "d", t0() + secs(30))).await;
@@ -412,34 +442,47 @@ pub async fn recover_expired_requeues_only_lapsed_leases(store: Arc<dyn JobStore
 pub async fn heartbeat_and_progress_apply_to_running_jobs(store: Arc<dyn JobStore>) {
     let job = enqueue(store.as_ref(), new_job("default", "k", t0())).await;
     expect_state_conflict(
-        store.set_progress(job.id, json!({ "done": 1 })).await,
+        store
+            .set_progress(
+                current_run(store.as_ref(), &job).await,
+                json!({ "done": 1 }),
+            )
+            .await,
         JobState::Queued,
         "progress of a queued job",
     );
     expect_state_conflict(
-        store.heartbeat(job.id, t0() + LEASE).await,
+        store
+            .heartbeat(current_run(store.as_ref(), &job).await, t0() + LEASE)
+            .await,
         JobState::Queued,
         "heartbeat of a queued job",
     );
     claim_one(store.as_ref(), "default", t0()).await;
     store
-        .set_progress(job.id, json!({ "done": 3, "of": 10 }))
+        .set_progress(
+            current_run(store.as_ref(), &job).await,
+            json!({ "done": 3, "of": 10 }),
+        )
         .await
         .expect("progress");
     store
-        .heartbeat(job.id, t0() + secs(600))
+        .heartbeat(current_run(store.as_ref(), &job).await, t0() + secs(600))
         .await
         .expect("heartbeat");
     let stored = store.job(job.id).await.expect("job");
     assert_eq!(stored.progress, Some(json!({ "done": 3, "of": 10 })));
     assert_eq!(stored.locked_until, Some(t0() + secs(600)));
-    store.complete(job.id).await.expect("complete");
+    store
+        .complete(current_run(store.as_ref(), &job).await)
+        .await
+        .expect("complete");
     let done = store.job(job.id).await.expect("job");
     assert_eq!(done.progress, stored.progress, "progress is kept");
 
-    assert_not_found(store.heartbeat(JobId::new(), t0()).await, "heartbeat");
-    assert_not_found(store.complete(JobId::new()).await, "complete");
-    assert_not_found(store.fail(JobId::new(), "x", None).await, "fail");
+    assert_not_found(store.heartbeat(unknown_run(), t0()).await, "heartbeat");
+    assert_not_found(store.complete(unknown_run()).await, "complete");
+    assert_not_found(store.fail(unknown_run(), "x", None).await, "fail");
     assert_not_found(store.cancel(JobId::new()).await, "cancel");
     assert_not_found(store.retry(JobId::new(), t0()).await, "retry");
     assert_not_found(store.job(JobId::new()).await, "job");
@@ -476,7 +519,11 @@ pub async fn cancel_and_retry_transitions(store: Arc<dyn JobStore>) {
         "retrying a running job",
     );
     store
-        .fail(running.id, "broken", Some(t0() + secs(10)))
+        .fail(
+            current_run(store.as_ref(), &running).await,
+            "broken",
+            Some(t0() + secs(10)),
+        )
         .await
         .expect("fail");
     expect_state_conflict(
@@ -486,7 +533,11 @@ pub async fn cancel_and_retry_transitions(store: Arc<dyn JobStore>) {
     );
     claim_one(store.as_ref(), "default", t0() + secs(10)).await;
     store
-        .fail(running.id, "still broken", None)
+        .fail(
+            current_run(store.as_ref(), &running).await,
+            "still broken",
+            None,
+        )
         .await
         .expect("fail");
 
@@ -511,14 +562,20 @@ pub async fn cancel_and_retry_transitions(store: Arc<dyn JobStore>) {
 
     // Cancelling a failed job works too; succeeded ones stay succeeded.
     let job = claim_one(store.as_ref(), "default", t0() + secs(100)).await;
-    store.fail(job.id, "no", None).await.expect("fail");
+    store
+        .fail(current_run(store.as_ref(), &job).await, "no", None)
+        .await
+        .expect("fail");
     assert_eq!(
         store.cancel(job.id).await.expect("cancel failed").state,
         JobState::Cancelled
     );
     let done = enqueue(store.as_ref(), new_job("default", "k", t0())).await;
     claim_one(store.as_ref(), "default", t0()).await;
-    store.complete(done.id).await.expect("complete");
+    store
+        .complete(current_run(store.as_ref(), &done).await)
+        .await
+        .expect("complete");
     expect_state_conflict(
         store.cancel(done.id).await,
         JobState::Succeeded,
@@ -698,7 +755,10 @@ pub async fn schedule_due_fires_once_per_slot(store: Arc<dyn JobStore>) {
         .expect("same slot")
         .is_none());
     let job = claim_one(store.as_ref(), "default", slot).await;
-    store.complete(job.id).await.expect("complete");
+    store
+        .complete(current_run(store.as_ref(), &job).await)
+        .await
+        .expect("complete");
     let second = store
         .schedule_due(
             "nightly",
@@ -738,4 +798,69 @@ pub async fn schedule_due_fires_once_per_slot(store: Arc<dyn JobStore>) {
         .schedule_due("bad", t0(), t0(), FirstRun::AtNextSlot, cron_job())
         .await
         .is_err());
+}
+
+/// The job's run as the store has it now (the stories about one run taking
+/// over from another name their runs explicitly).
+async fn current_run(store: &dyn JobStore, job: &Job) -> JobRun {
+    store.job(job.id).await.expect("job").run()
+}
+
+/// A run of a job that does not exist.
+fn unknown_run() -> JobRun {
+    JobRun {
+        id: JobId::new(),
+        attempt: 1,
+    }
+}
+
+/// A worker that stalled past its lease cannot record anything over the
+/// run that took the job over: not its outcome, its progress or its lease.
+pub async fn a_superseded_run_records_nothing(store: Arc<dyn JobStore>) {
+    enqueue(store.as_ref(), new_job("default", "slow", t0())).await;
+    let stalled = claim_one(store.as_ref(), "default", t0()).await.run();
+    assert_eq!(stalled.attempt, 1);
+    store
+        .recover_expired(t0() + LEASE + secs(1))
+        .await
+        .expect("recover");
+    let current = claim_one(store.as_ref(), "default", t0() + LEASE + secs(2))
+        .await
+        .run();
+    assert_eq!(current.attempt, 2);
+
+    for (action, result) in [
+        ("complete", store.complete(stalled).await),
+        ("fail", store.fail(stalled, "late", None).await),
+        ("release", store.release(stalled, None).await),
+        (
+            "heartbeat",
+            store.heartbeat(stalled, t0() + LEASE * 5).await,
+        ),
+        (
+            "progress",
+            store.set_progress(stalled, json!({ "late": true })).await,
+        ),
+    ] {
+        assert!(
+            matches!(
+                result,
+                Err(StorageError::Conflict(Conflict::Job(
+                    JobConflict::Superseded { .. }
+                )))
+            ),
+            "{action}: {result:?}"
+        );
+    }
+    let job = store.job(current.id).await.expect("job");
+    assert_eq!(job.state, JobState::Running, "the current run is untouched");
+    assert_eq!(job.progress, None);
+    store
+        .complete(current)
+        .await
+        .expect("the current run completes");
+    assert_eq!(
+        store.job(current.id).await.expect("job").state,
+        JobState::Succeeded
+    );
 }

@@ -117,6 +117,7 @@ macro_rules! conformance_tests {
                 cancel_and_retry_transitions,
                 jobs_page_newest_first_and_filter,
                 schedule_due_fires_once_per_slot,
+                a_superseded_run_records_nothing,
             ],
         }
     };

@@ -85,6 +85,10 @@ pub enum JobConflict {
         action: &'static str,
         state: JobState,
     },
+    /// The job's lease lapsed and another run took it over: what this run
+    /// reports is not recorded.
+    #[error("the job was taken over by a later run; cannot {action} it")]
+    Superseded { action: &'static str },
     /// Retrying would make a second unfinished job with this unique key.
     #[error("an unfinished job with unique key '{0}' already exists")]
     UniqueKey(String),
@@ -93,6 +97,35 @@ pub enum JobConflict {
 impl From<JobConflict> for StorageError {
     fn from(conflict: JobConflict) -> Self {
         StorageError::Conflict(Conflict::Job(conflict))
+    }
+}
+
+/// One run of a job: the job and the attempt its claim counted. What a run
+/// reports (progress, lease, outcome) applies only while it is still the
+/// job's current run, so a worker that stalled past its lease cannot
+/// record its outcome over the run that took the job over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobRun {
+    pub id: JobId,
+    pub attempt: u32,
+}
+
+impl Job {
+    /// This claim's run.
+    pub fn run(&self) -> JobRun {
+        JobRun {
+            id: self.id,
+            attempt: self.attempts,
+        }
+    }
+}
+
+/// Why a transition of `run` matched no row, given the job as it is now.
+pub fn job_run_miss(run: JobRun, action: &'static str, now: &Job) -> StorageError {
+    if now.state == JobState::Running && now.attempts != run.attempt {
+        JobConflict::Superseded { action }.into()
+    } else {
+        job_state_conflict(action, now.state)
     }
 }
 
@@ -194,16 +227,16 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> StorageResult<Vec<Job>>;
 
     /// Extends a running job's lease.
-    async fn heartbeat(&self, id: JobId, locked_until: DateTime<Utc>) -> StorageResult<()>;
+    async fn heartbeat(&self, run: JobRun, locked_until: DateTime<Utc>) -> StorageResult<()>;
     /// Records a running job's progress.
-    async fn set_progress(&self, id: JobId, progress: serde_json::Value) -> StorageResult<()>;
+    async fn set_progress(&self, run: JobRun, progress: serde_json::Value) -> StorageResult<()>;
     /// Running → succeeded.
-    async fn complete(&self, id: JobId) -> StorageResult<()>;
+    async fn complete(&self, run: JobRun) -> StorageResult<()>;
     /// Running → queued again at `retry_at` (`Some`), or failed (`None`);
     /// `error` is kept as `last_error` either way.
     async fn fail(
         &self,
-        id: JobId,
+        run: JobRun,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
     ) -> StorageResult<()>;
@@ -211,7 +244,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// (shutdown), or the job is waiting on something outside and asked to
     /// be run again at `run_at` (a cell still being made) — it did not
     /// fail. `None` keeps its `run_at`, so it is claimable at once.
-    async fn release(&self, id: JobId, run_at: Option<DateTime<Utc>>) -> StorageResult<()>;
+    async fn release(&self, run: JobRun, run_at: Option<DateTime<Utc>>) -> StorageResult<()>;
     /// Running jobs whose lease ended before `now` (their worker died):
     /// queued again, the attempt counted; when that was the last allowed
     /// attempt, failed instead, so a job that kills its worker cannot loop

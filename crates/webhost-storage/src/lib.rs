@@ -29,8 +29,8 @@ pub use fleet::{
     VehicleTracking, MAX_GEOFENCES,
 };
 pub use jobs::{
-    job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobState, JobStore,
-    NewJob, QueueCount,
+    job_run_miss, job_state_conflict, Enqueued, FirstRun, Job, JobConflict, JobFilter, JobRun,
+    JobState, JobStore, NewJob, QueueCount,
 };
 pub use policy::{
     bytes_share, fetch_limit, seed_catalog, share_storage, usage_by_tenant, Quota, MAX_PAGE,
