@@ -1,5 +1,6 @@
 //! The cell's maintenance: retention (each tenant's history older than its
-//! plan keeps is removed) through `POST /internal/v1/maintenance/retention`,
+//! plan keeps is removed, and finished jobs and webhook delivery attempts
+//! past their keeping time, `webhost_storage::keep`) through `POST /internal/v1/maintenance/retention`,
 //! which the control plane's `retention` job calls on every cell daily at
 //! 02:00 UTC (a cron entry of its job queue: one node runs each day, a day
 //! missed while every node was down is caught up once).
@@ -10,7 +11,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use webhost_http::auth::ControlCaller;
 use webhost_http::{ApiError, ApiJson};
-use webhost_storage::{CellStore, RetentionReport, StorageResult};
+use webhost_storage::{keep, CellStore, RetentionReport, StorageResult};
 
 use crate::CellState;
 
@@ -35,10 +36,19 @@ pub async fn retention(
             )
         })
         .collect();
-    let report = store.expire_positions(&cutoffs).await?;
+    let mut report = store.expire_positions(&cutoffs).await?;
+    // The cell's own job queue and delivery log are kept for a while too.
+    report.jobs_purged = store
+        .purge_finished(now - keep::SUCCEEDED_JOBS, now - keep::FAILED_JOBS)
+        .await?;
+    report.deliveries_purged = store
+        .purge_webhook_attempts(now - keep::WEBHOOK_ATTEMPTS)
+        .await?;
     tracing::info!(
         partitions_dropped = report.partitions_dropped,
         positions_removed = report.positions_removed,
+        jobs_purged = report.jobs_purged,
+        deliveries_purged = report.deliveries_purged,
         "retention done"
     );
     Ok(report)

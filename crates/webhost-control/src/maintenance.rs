@@ -2,7 +2,7 @@
 //! 02:00 UTC (each cell drops the history its tenants' plans no longer
 //! keep), a health check of every cell every 6 hours, and every hour the
 //! collection of each cell's per-tenant usage (the economics attribute
-//! cost by it). All run as cron
+//! cost by it), and daily at 03:00 the purge of finished jobs. All run as cron
 //! entries of the job queue, so exactly one node runs each slot, and a slot
 //! missed while every node was down runs once when one comes back.
 
@@ -14,7 +14,7 @@ use axum::http::Method;
 use webhost_contract::{cell_audience, paths, CellUsageReport};
 use webhost_http::client::{InternalClient, InternalRequest, InternalResponse};
 use webhost_jobs::{queues, CronSchedule, Handler, JobContext, JobError, Jobs};
-use webhost_storage::{Cell, CellStatus, CellUpdate, ControlStore, Job, TenantUsageRecord};
+use webhost_storage::{keep, Cell, CellStatus, CellUpdate, ControlStore, Job, TenantUsageRecord};
 
 /// Cells that serve tenants.
 async fn serving(store: &dyn ControlStore) -> Result<Vec<Cell>, JobError> {
@@ -221,6 +221,30 @@ impl Handler for CollectUsage {
     }
 }
 
+/// Deletes the control plane's finished jobs past their keeping time
+/// (`webhost_storage::keep`); failed ones stay longer than succeeded ones.
+pub struct PurgeJobs {
+    pub(crate) store: Arc<dyn ControlStore>,
+}
+
+#[async_trait]
+impl Handler for PurgeJobs {
+    fn kind() -> &'static str {
+        "purge_jobs"
+    }
+
+    async fn run(&self, _job: &Job, ctx: &JobContext) -> Result<(), JobError> {
+        let now = chrono::Utc::now();
+        let purged = self
+            .store
+            .purge_finished(now - keep::SUCCEEDED_JOBS, now - keep::FAILED_JOBS)
+            .await
+            .map_err(JobError::retry)?;
+        let _ = ctx.progress(serde_json::json!({ "purged": purged })).await;
+        Ok(())
+    }
+}
+
 /// Registers the scheduled jobs and their cron entries.
 pub(crate) fn schedule(jobs: Jobs, store: &Arc<dyn ControlStore>, client: &InternalClient) -> Jobs {
     jobs.register(Retention {
@@ -234,6 +258,9 @@ pub(crate) fn schedule(jobs: Jobs, store: &Arc<dyn ControlStore>, client: &Inter
     .register(CollectUsage {
         store: store.clone(),
         client: client.clone(),
+    })
+    .register(PurgeJobs {
+        store: store.clone(),
     })
     .add_cron(
         "retention",
@@ -251,6 +278,12 @@ pub(crate) fn schedule(jobs: Jobs, store: &Arc<dyn ControlStore>, client: &Inter
         "collect_usage",
         CronSchedule::Every(Duration::from_secs(3600)),
         CollectUsage::kind(),
+        serde_json::json!({}),
+    )
+    .add_cron(
+        "purge_jobs",
+        CronSchedule::DailyAt { hour: 3, minute: 0 },
+        PurgeJobs::kind(),
         serde_json::json!({}),
     )
 }

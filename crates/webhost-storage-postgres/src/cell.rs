@@ -361,6 +361,25 @@ impl CellStore for PgCellStore {
             .await
     }
 
+    async fn purge_webhook_attempts(&self, before: DateTime<Utc>) -> StorageResult<u64> {
+        let mut purged = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE id IN \
+                 (SELECT id FROM webhook_deliveries WHERE at < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(5_000_i64)
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+            purged += done.rows_affected();
+            if done.rows_affected() < 5_000 {
+                return Ok(purged);
+            }
+        }
+    }
+
     async fn add_usage(&self, day: NaiveDate, counts: &[UsageCount]) -> StorageResult<()> {
         self.add_usage_impl(day, counts).await
     }

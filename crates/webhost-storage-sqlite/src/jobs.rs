@@ -19,6 +19,9 @@ use webhost_storage::{
 
 use crate::{corrupt, parse_uuid, unexpected, Pools, SqliteCellStore, SqliteControlStore};
 
+/// Rows one purge statement deletes at most.
+const PURGE_BATCH: i64 = 5_000;
+
 const JOB_COLUMNS: &str = "id, queue, kind, payload, unique_key, state, attempts, max_attempts, \
      run_at, locked_until, last_error, progress, created_at, updated_at, finished_at";
 
@@ -207,6 +210,15 @@ macro_rules! delegate_job_store {
             }
             async fn recover_expired(&self, now: DateTime<Utc>) -> StorageResult<u64> {
                 self.queue().recover_expired(now).await
+            }
+            async fn purge_finished(
+                &self,
+                succeeded_before: DateTime<Utc>,
+                failed_before: DateTime<Utc>,
+            ) -> StorageResult<u64> {
+                self.queue()
+                    .purge_finished(succeeded_before, failed_before)
+                    .await
             }
             async fn cancel(&self, id: JobId) -> StorageResult<Job> {
                 self.queue().cancel(id).await
@@ -408,6 +420,32 @@ impl JobStore for Queue {
         .bind(id.to_string())
         .bind(i64::from(run.attempt));
         self.update_running(run, "release", query).await
+    }
+
+    async fn purge_finished(
+        &self,
+        succeeded_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+    ) -> StorageResult<u64> {
+        // In batches: short transactions, so workers wait at most one.
+        let mut purged = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL \
+                 AND ((state IN ('succeeded', 'cancelled') AND finished_at < ?1) \
+                 OR (state = 'failed' AND finished_at < ?2)) LIMIT ?3)",
+            )
+            .bind(succeeded_before)
+            .bind(failed_before)
+            .bind(PURGE_BATCH)
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+            purged += done.rows_affected();
+            if done.rows_affected() < PURGE_BATCH as u64 {
+                return Ok(purged);
+            }
+        }
     }
 
     async fn recover_expired(&self, now: DateTime<Utc>) -> StorageResult<u64> {

@@ -864,3 +864,76 @@ pub async fn a_superseded_run_records_nothing(store: Arc<dyn JobStore>) {
         JobState::Succeeded
     );
 }
+
+/// Succeeded and cancelled jobs go after their keeping time, failed ones
+/// after theirs; queued and running jobs never.
+pub async fn purge_removes_only_finished_jobs_past_their_time(store: Arc<dyn JobStore>) {
+    for kind in ["done", "doomed", "running"] {
+        enqueue(store.as_ref(), new_job("default", kind, t0())).await;
+    }
+    let waiting = enqueue(
+        store.as_ref(),
+        new_job("default", "waiting", t0() + secs(60)),
+    )
+    .await;
+    let dropped = enqueue(
+        store.as_ref(),
+        new_job("default", "dropped", t0() + secs(60)),
+    )
+    .await;
+    store.cancel(dropped.id).await.expect("cancel");
+    let claimed = store.claim("default", 3, LEASE, t0()).await.expect("claim");
+    let by_kind = |kind: &str| claimed.iter().find(|j| j.kind == kind).expect(kind).clone();
+    store
+        .complete(by_kind("done").run())
+        .await
+        .expect("complete");
+    store
+        .fail(by_kind("doomed").run(), "gave up", None)
+        .await
+        .expect("fail");
+
+    let now = Utc::now();
+    let hour = TimeDelta::hours(1);
+    assert_eq!(
+        store
+            .purge_finished(now - hour, now - hour)
+            .await
+            .expect("purge"),
+        0,
+        "nothing finished an hour ago"
+    );
+    assert_eq!(
+        store
+            .purge_finished(now + hour, now - hour)
+            .await
+            .expect("purge"),
+        2,
+        "the succeeded and the cancelled job"
+    );
+    assert_eq!(
+        store.job(by_kind("doomed").id).await.expect("kept").state,
+        JobState::Failed
+    );
+    assert_eq!(
+        store
+            .purge_finished(now + hour, now + hour)
+            .await
+            .expect("purge"),
+        1,
+        "then the failed one"
+    );
+    assert_not_found(store.job(by_kind("done").id).await, "purged job");
+    assert_eq!(
+        store.job(waiting.id).await.expect("queued stays").state,
+        JobState::Queued
+    );
+    assert_eq!(
+        store
+            .job(by_kind("running").id)
+            .await
+            .expect("running stays")
+            .state,
+        JobState::Running
+    );
+}

@@ -99,6 +99,7 @@ macro_rules! conformance_tests {
                 webhook_limit_is_enforced,
                 attempts_are_logged_and_failures_disable,
                 delivery_jobs_commit_with_their_events,
+                old_delivery_attempts_are_purged,
             ],
             shared_cell: [
                 concurrent_creates_never_exceed_the_limit,
@@ -118,6 +119,7 @@ macro_rules! conformance_tests {
                 jobs_page_newest_first_and_filter,
                 schedule_due_fires_once_per_slot,
                 a_superseded_run_records_nothing,
+                purge_removes_only_finished_jobs_past_their_time,
             ],
         }
     };

@@ -464,3 +464,41 @@ pub async fn delivery_jobs_commit_with_their_events(store: &dyn CellStore) {
         .expect("jobs alone");
     queue.job(alone[0].id).await.expect("stored");
 }
+
+/// Delivery attempts logged before the cutoff go; newer ones stay.
+pub async fn old_delivery_attempts_are_purged(store: &dyn CellStore) {
+    let tenant = a_tenant(store).await;
+    let hook = store
+        .create_webhook(tenant, new_webhook("https://hooks.example.com/p", vec![]))
+        .await
+        .expect("create");
+    for n in 1..=4 {
+        store
+            .record_webhook_attempt(
+                tenant,
+                attempt(hook.id, n, Some(200)),
+                AttemptVerdict::Delivered,
+            )
+            .await
+            .expect("record");
+    }
+    // Attempts 1 and 2 were logged before t0 + 3 s.
+    let purged = store
+        .purge_webhook_attempts(t0() + Duration::seconds(3))
+        .await
+        .expect("purge");
+    assert_eq!(purged, 2);
+    let left = store
+        .webhook_attempts(
+            tenant,
+            hook.id,
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("attempts");
+    let numbers: Vec<u32> = left.data.iter().map(|a| a.attempt).collect();
+    assert_eq!(numbers, vec![4, 3], "newest first, the old ones gone");
+}

@@ -120,6 +120,10 @@ pub struct RetentionReport {
     pub partitions_dropped: u64,
     pub positions_removed: u64,
     pub events_removed: u64,
+    /// Finished jobs past their keeping time (`policy::KEEP_*`).
+    pub jobs_purged: u64,
+    /// Webhook delivery attempts past their keeping time.
+    pub deliveries_purged: u64,
 }
 
 /// What a cell counted for one tenant since its last flush.
@@ -306,6 +310,9 @@ pub trait CellStore: JobStore + Send + Sync + 'static {
     /// Readies storage for the days ahead of `now` (PostgreSQL: creates the
     /// next week's partitions).
     async fn prepare_ahead(&self, now: DateTime<Utc>) -> StorageResult<()>;
+    /// Deletes webhook delivery attempts logged before `before`. Returns
+    /// how many went.
+    async fn purge_webhook_attempts(&self, before: DateTime<Utc>) -> StorageResult<u64>;
 
     /// Adds `counts` to each tenant's tally of `day`. Counts of tenants no
     /// longer on the cell are dropped.

@@ -250,6 +250,14 @@ pub trait JobStore: Send + Sync + 'static {
     /// attempt, failed instead, so a job that kills its worker cannot loop
     /// forever. Returns how many jobs were recovered.
     async fn recover_expired(&self, now: DateTime<Utc>) -> StorageResult<u64>;
+    /// Deletes finished jobs: succeeded and cancelled ones that finished
+    /// before `succeeded_before`, failed ones before `failed_before`.
+    /// Queued and running jobs stay. Returns how many went.
+    async fn purge_finished(
+        &self,
+        succeeded_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+    ) -> StorageResult<u64>;
 
     /// Queued or failed → cancelled (a cancelled one stays as it is).
     /// `Conflict` for a running or succeeded job.

@@ -33,7 +33,7 @@ pub use jobs::{
     JobState, JobStore, NewJob, QueueCount,
 };
 pub use policy::{
-    bytes_share, fetch_limit, seed_catalog, share_storage, usage_by_tenant, Quota, MAX_PAGE,
+    bytes_share, fetch_limit, keep, seed_catalog, share_storage, usage_by_tenant, Quota, MAX_PAGE,
 };
 pub use webhooks::{
     AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,

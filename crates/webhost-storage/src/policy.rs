@@ -189,6 +189,18 @@ pub async fn seed_catalog(store: &impl ControlStore) -> StorageResult<()> {
     }
 }
 
+/// How long finished jobs and logs are kept before the daily purge.
+pub mod keep {
+    use chrono::TimeDelta;
+
+    /// Succeeded and cancelled jobs.
+    pub const SUCCEEDED_JOBS: TimeDelta = TimeDelta::days(7);
+    /// Failed jobs: longer, someone may still be looking into them.
+    pub const FAILED_JOBS: TimeDelta = TimeDelta::days(30);
+    /// Webhook delivery attempts (`GET /api/v1/webhooks/{id}/deliveries`).
+    pub const WEBHOOK_ATTEMPTS: TimeDelta = TimeDelta::days(30);
+}
+
 /// `counts` with one entry per tenant (a tally flushed twice in one call
 /// is summed), so one upsert touches each row once.
 pub fn usage_by_tenant(counts: &[UsageCount]) -> Vec<UsageCount> {

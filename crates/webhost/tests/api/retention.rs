@@ -86,6 +86,9 @@ async fn retention_removes_exactly_what_each_plan_no_longer_keeps(app: TestApp) 
     let (status, report) = run(&app, "hetzner-fsn1-1", "control", later).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["positions_removed"], 1, "{report}");
+    // The cell's finished jobs and delivery log are purged in the same run.
+    assert!(report["jobs_purged"].is_u64(), "{report}");
+    assert!(report["deliveries_purged"].is_u64(), "{report}");
     let (_, report) = run(&app, "fly-iad-1", "control", later).await;
     assert_eq!(report["positions_removed"], 0, "{report}");
 
