@@ -61,6 +61,13 @@ enum Command {
         #[arg(long)]
         cell_id: Option<String>,
     },
+    /// Exits 0 when the service at `--url` answers its health check with
+    /// 2xx (container health checks: the runtime image has no curl).
+    Health {
+        /// Defaults to this machine's `PORT` (or 4000).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Drives simulated vehicles along plausible routes through the public
     /// API or the OsmAnd protocol.
     Simulate(webhost::simulate::SimulateArgs),
@@ -139,6 +146,27 @@ async fn main() -> anyhow::Result<()> {
                 ..overrides(&common)
             })?)
             .await
+        }
+        Command::Health { url } => {
+            let url = url.unwrap_or_else(|| {
+                let port = std::env::var("PORT").unwrap_or_else(|_| "4000".into());
+                format!("http://127.0.0.1:{port}/api/health")
+            });
+            use anyhow::Context as _;
+            let answer = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("no answer from {url}"))?;
+            anyhow::ensure!(
+                answer.status().is_success(),
+                "{url} answered {}",
+                answer.status()
+            );
+            println!("healthy: {url}");
+            Ok(())
         }
         Command::Simulate(args) => webhost::simulate::run(args).await,
         Command::Bench(args) => webhost::bench::run(args).await,

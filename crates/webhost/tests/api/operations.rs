@@ -13,6 +13,35 @@ stories!(
     responses_are_compressed_when_the_client_accepts_it,
 );
 
+/// `webhost health`, the container health check, exits 0 against a
+/// healthy service and non-zero (saying why) when nothing answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_checks_a_running_service() {
+    let app = TestApp::sqlite().await;
+    let health = |url: String| async move {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_webhost"))
+                .args(["health", "--url", &url])
+                .output()
+                .expect("webhost health runs")
+        })
+        .await
+        .expect("joined")
+    };
+    let ok = health(format!("{}/api/health", app.url)).await;
+    assert!(ok.status.success(), "{ok:?}");
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let down = health(format!("http://{unused}/api/health")).await;
+    assert!(!down.status.success(), "{down:?}");
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("no answer"),
+        "{down:?}"
+    );
+}
+
 async fn health_reports_services_as_the_spec_says(app: TestApp) {
     let response = app
         .client
