@@ -56,6 +56,13 @@ stories!(
 
 tuned_stories!(quick_retries: a_job_that_keeps_failing_ends_failed_with_its_error_visible);
 
+fn patient_retries(o: &mut Overrides) {
+    // The default schedule (10 s, 20 s, …) over ~a minute and a half.
+    o.job_backoff_scale = Some(0.01);
+}
+
+tuned_stories!(patient_retries: a_registered_cell_turns_active_only_once_its_health_check_passes);
+
 tuned_stories!(
     slow_cells: a_signup_that_needs_a_new_cell_answers_202_and_turns_active,
     filling_the_last_slot_provisions_the_next_cell_in_the_background,
@@ -805,4 +812,91 @@ async fn cells_report_usage_and_economics_attribute_cost_by_it(app: TestApp) {
         "{}",
         refused.body
     );
+}
+
+/// The path a bootstrapped server takes (deploy/hetzner/bootstrap.sh):
+/// the cell is registered by URL before it runs, stays `provisioning` while
+/// nothing answers there, and turns `active` once a `webhost cell` started
+/// as the image starts it (production mode, the shared secrets, the id the
+/// registration gave) answers its health check.
+async fn a_registered_cell_turns_active_only_once_its_health_check_passes(app: TestApp) {
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let registered = app
+        .admin(
+            Method::POST,
+            "/api/admin/cells",
+            Some(json!({"pool": "fly", "region": "sin", "url": format!("http://{addr}")})),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        registered.body
+    );
+    let id = registered.body["id"].as_str().expect("id").to_string();
+    let name = registered.body["name"].as_str().expect("name").to_string();
+    let waiting = wait_cell(&app, &name, |c| c["last_error"].is_string()).await;
+    assert_eq!(
+        waiting["status"], "provisioning",
+        "not active before it answers"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = format!("sqlite:{}?mode=rwc", dir.path().join("cell.db").display());
+    let mut cell = std::process::Command::new(env!("CARGO_BIN_EXE_webhost"))
+        .args(["cell", "--listen", &addr.to_string()])
+        .env_clear()
+        .env("WEBHOST_MODE", "production")
+        .env("WEBHOST_CELL_ID", &id)
+        .env("WEBHOST_CONTROL_URL", &app.url)
+        .env("DATABASE_URL", &database)
+        .env(
+            "SECRET_KEY_BASE",
+            app.settings.secret_key_base().expect("secret"),
+        )
+        .env(
+            "TOKEN_SIGNING_SECRET",
+            app.settings.token_signing_secret().expect("secret"),
+        )
+        .env("WEBHOST_ADMIN_TOKEN", app.admin_token())
+        .env("PRIMARY_REGION", "sin")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("webhost cell starts");
+    let active = wait_cell(&app, &name, |c| c["status"] == "active").await;
+    let _ = cell.kill();
+    let _ = cell.wait();
+    assert_eq!(active["last_error"], Value::Null, "{active}");
+    assert_eq!(active["url"], format!("http://{addr}"), "{active}");
+    // The job marks the cell active, then itself done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let jobs = app
+            .admin(
+                Method::GET,
+                "/api/admin/jobs?kind=provision_cell&state=succeeded",
+                None,
+            )
+            .await;
+        if let Some(job) = jobs.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|j| j["payload"]["cell_id"] == id.as_str())
+        {
+            break job.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the provisioning job never succeeded: {}",
+            jobs.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(job["attempts"].as_u64().expect("attempts") >= 2, "{job}");
 }
