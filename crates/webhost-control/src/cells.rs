@@ -524,7 +524,23 @@ impl ProvisionCell {
                 },
             )
             .await;
-        JobError::retry(err)
+        job_error(err)
+    }
+}
+
+/// A provider's "come back in N s" waits that long without counting an
+/// attempt; anything else is retried on the job's backoff.
+pub(crate) fn job_error(err: anyhow::Error) -> JobError {
+    match webhost_provider::Throttled::in_error(&err) {
+        Some(retry_after) => {
+            tracing::info!(
+                error = format!("{err:#}"),
+                ?retry_after,
+                "provider throttled; waiting"
+            );
+            JobError::Snooze(retry_after)
+        }
+        None => JobError::retry(err),
     }
 }
 
@@ -629,5 +645,28 @@ impl Handler for RetireCell {
             .map_err(JobError::retry)?;
         tracing::info!(cell = %cell.name, "cell retired");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_throttled_provider_snoozes_the_job_and_other_errors_retry_it() {
+        let throttled = anyhow::Error::new(webhost_provider::Throttled {
+            retry_after: Duration::from_secs(90),
+        })
+        .context("Hetzner Cloud POST /servers: 429");
+        assert!(matches!(
+            job_error(throttled),
+            JobError::Snooze(d) if d == Duration::from_secs(90)
+        ));
+        assert!(matches!(
+            job_error(anyhow::anyhow!("422 invalid input")),
+            JobError::Retry(_)
+        ));
     }
 }

@@ -69,3 +69,22 @@ pub trait Provider: Send + Sync + 'static {
         Ok(spec.template.monthly_cost_cents)
     }
 }
+
+/// A provider asked us to come back later (429 or 503 with `Retry-After`,
+/// a spent rate limit) for longer than a call waits in place. A provider
+/// returns it inside its `anyhow::Error`; the control plane's job then
+/// waits that long without counting an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the provider asked to retry in {} s", retry_after.as_secs())]
+pub struct Throttled {
+    pub retry_after: std::time::Duration,
+}
+
+impl Throttled {
+    /// The wait asked for, when `err` is (or wraps) a [`Throttled`].
+    pub fn in_error(err: &anyhow::Error) -> Option<std::time::Duration> {
+        err.chain()
+            .find_map(|cause| cause.downcast_ref::<Throttled>())
+            .map(|t| t.retry_after)
+    }
+}
