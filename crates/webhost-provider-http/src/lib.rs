@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+
+pub use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 pub use webhost_provider::Throttled;
 
