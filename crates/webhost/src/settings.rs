@@ -95,6 +95,31 @@ const ENV_NAMES: &[&str] = &[
     "WEBHOST_ADMIN_TOKEN",
 ];
 
+/// Settings also read from `WEBHOST_<NAME>` (the name upper-cased).
+const PREFIXED: &[&str] = &[
+    "mode",
+    "data_dir",
+    "control_url",
+    "cell_id",
+    "job_lease_secs",
+    "job_poll_ms",
+    "local_provision_delay_ms",
+    "job_backoff_scale",
+    "webhook_allow_private",
+];
+
+/// Whether WebHost reads the environment variable `name`: the SPEC §3
+/// names, the `WEBHOST_*` settings, and `RUST_LOG` (logging).
+pub fn reads_variable(name: &str) -> bool {
+    name == "RUST_LOG"
+        || ENV_NAMES.contains(&name)
+        || name.strip_prefix("WEBHOST_").is_some_and(|rest| {
+            PREFIXED
+                .iter()
+                .any(|setting| setting.eq_ignore_ascii_case(rest))
+        })
+}
+
 /// Flags given on the command line; `None` leaves the setting alone.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -201,17 +226,7 @@ impl Settings {
                 figment = figment.merge(Toml::file(path));
             }
             let env = Env::raw().only(ENV_NAMES);
-            let named = Env::prefixed("WEBHOST_").only(&[
-                "mode",
-                "data_dir",
-                "control_url",
-                "cell_id",
-                "job_lease_secs",
-                "job_poll_ms",
-                "local_provision_delay_ms",
-                "job_backoff_scale",
-                "webhook_allow_private",
-            ]);
+            let named = Env::prefixed("WEBHOST_").only(PREFIXED);
             overrides(figment.merge(env).merge(named), o)
         };
         let first: Settings = layered(None).extract().context("reading settings")?;
