@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use webhost_domain::ProviderKind;
 use webhost_provider::{CellSpec, Progress, Provider, Resource};
-use webhost_provider_http::{Answer, Auth, Body, Method, ProviderClient, RetryPolicy};
+use webhost_provider_http::{Answer, Auth, Body, Created, Method, ProviderClient, RetryPolicy};
 
 /// Hetzner Cloud's API, unless `HCLOUD_ENDPOINT` says otherwise.
 pub const DEFAULT_ENDPOINT: &str = "https://api.hetzner.cloud/v1";
@@ -81,7 +81,7 @@ struct OneServer {
 }
 
 #[derive(Deserialize)]
-struct Created {
+struct NewServer {
     server: Server,
     action: Option<Action>,
 }
@@ -262,15 +262,19 @@ impl Provider for HetznerCloud {
             "labels": { CELL_LABEL: spec.id.to_string(), "webhost-pool": spec.pool.as_str() },
             "firewalls": [{ "firewall": firewall }],
         });
-        let answer = self
+        let answer = match self
             .api
-            .send(Method::POST, "/servers", Body::Json(&body))
-            .await?;
+            .create("/servers", &body, || self.server_of(spec))
+            .await?
+        {
+            Created::Found(server) => return Ok(Self::resource(&server, None)),
+            Created::Answer(answer) => answer,
+        };
         if answer.status.as_u16() == 409
             || String::from_utf8_lossy(&answer.body).contains("uniqueness_error")
         {
             // The name is taken: by this cell's server when an earlier
-            // request got through before its answer was lost.
+            // attempt got through before its answer was lost.
             if let Some(server) = self.server_of(spec).await? {
                 return Ok(Self::resource(&server, None));
             }
@@ -279,7 +283,7 @@ impl Provider for HetznerCloud {
                 spec.name
             );
         }
-        let created: Created = answer.ok()?.json()?;
+        let created: NewServer = answer.ok()?.json()?;
         tracing::info!(cell = %spec.name, server = created.server.id, "Hetzner Cloud server created");
         Ok(Self::resource(
             &created.server,

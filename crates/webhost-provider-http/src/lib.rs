@@ -128,10 +128,32 @@ pub struct ProviderClient {
 /// Why one try did not give an answer to hand back.
 enum Transient {
     /// Try again after at least this long (`None`: the backoff decides).
+    /// `ambiguous`: the request may have been carried out (no answer in
+    /// time, a connection lost, 500/502/504), so only an idempotent request
+    /// may simply be sent again.
     Retry {
         after: Option<Duration>,
         why: String,
+        ambiguous: bool,
     },
+}
+
+/// A create that may or may not have been carried out: no answer in time,
+/// a lost connection, a 500/502/504. Look for what it would have made
+/// before trying again ([`ProviderClient::create`] does).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {why} (it may or may not have been done)")]
+pub struct Ambiguous {
+    pub what: String,
+    pub why: String,
+}
+
+/// What [`ProviderClient::create`] ended with.
+pub enum Created<T> {
+    /// The provider's answer to the create (a success or a refusal).
+    Answer(Answer),
+    /// What an earlier try whose answer was lost had made.
+    Found(T),
 }
 
 impl ProviderClient {
@@ -159,14 +181,69 @@ impl ProviderClient {
 
     /// Sends `method path` with `body`, retrying what may pass; returns the
     /// first answer that is not a transient failure, whatever its status.
+    /// For idempotent requests (GET, PUT, DELETE, and POSTs that set
+    /// values); a POST that makes something goes through [`Self::create`].
     pub async fn send(&self, method: Method, path: &str, body: Body<'_>) -> anyhow::Result<Answer> {
+        self.send_inner(method, path, body, true).await
+    }
+
+    /// `POST path` with `body` to make something, never twice: a try that
+    /// may have been carried out is not simply repeated — `find` looks for
+    /// what it would have made first, and only if nothing is there is the
+    /// POST sent again. Clear failures (429, 503, …) are retried as `send`
+    /// does.
+    pub async fn create<T, Find, Fut>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        find: Find,
+    ) -> anyhow::Result<Created<T>>
+    where
+        Find: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+    {
+        let tries = self.policy.attempts.max(1);
+        let mut last = None;
+        for _ in 0..tries {
+            match self
+                .send_inner(Method::POST, path, Body::Json(body), false)
+                .await
+            {
+                Ok(answer) => return Ok(Created::Answer(answer)),
+                Err(err) if err.is::<Ambiguous>() => {
+                    tracing::warn!(provider = self.name, path, error = %err, "create may have happened; looking before trying again");
+                    if let Some(found) = find().await? {
+                        return Ok(Created::Found(found));
+                    }
+                    last = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("{} POST {path}: no try was made", self.name)))
+    }
+
+    async fn send_inner(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+        retry_ambiguous: bool,
+    ) -> anyhow::Result<Answer> {
         let what = format!("{} {method} {path}", self.name);
         let mut last = String::new();
         for attempt in 0..self.policy.attempts.max(1) {
             self.wait_for_rate_limit()?;
             match self.try_once(&method, path, body, &what).await {
                 Ok(answer) => return Ok(answer),
-                Err(Transient::Retry { after, why }) => {
+                Err(Transient::Retry {
+                    after,
+                    why,
+                    ambiguous,
+                }) => {
+                    if ambiguous && !retry_ambiguous {
+                        return Err(Ambiguous { what, why }.into());
+                    }
                     last = why;
                     if attempt + 1 == self.policy.attempts.max(1) {
                         break;
@@ -236,7 +313,13 @@ impl ProviderClient {
                 } else {
                     format!("{err}")
                 };
-                return Err(Transient::Retry { after: None, why });
+                // A request that failed to connect was never sent.
+                let ambiguous = !err.is_connect();
+                return Err(Transient::Retry {
+                    after: None,
+                    why,
+                    ambiguous,
+                });
             }
         };
         let status = response.status();
@@ -248,6 +331,7 @@ impl ProviderClient {
                 return Err(Transient::Retry {
                     after: None,
                     why: format!("reading the answer: {err}"),
+                    ambiguous: true,
                 })
             }
         };
@@ -258,7 +342,11 @@ impl ProviderClient {
             || status.is_server_error()
             || throttled_403
         {
+            // These say the request was not carried out; 500, 502 and 504
+            // do not say.
+            let ambiguous = matches!(status.as_u16(), 500 | 502 | 504);
             return Err(Transient::Retry {
+                ambiguous,
                 after: retry_after(&headers),
                 why: format!(
                     "{status}: {}",

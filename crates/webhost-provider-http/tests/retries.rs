@@ -299,3 +299,56 @@ async fn robot_style_calls_send_forms_with_basic_auth_and_retry_its_403_rate_lim
         .unwrap()
         .starts_with("Basic "));
 }
+
+#[tokio::test]
+async fn a_create_that_may_have_happened_looks_before_posting_again() {
+    use webhost_provider_http::Created;
+    // 502 after a POST: maybe done. The lookup finds nothing, so the POST
+    // goes again; then a lost answer: the lookup finds it.
+    let (fake, client) = fake(
+        vec![answer(502, "bad gateway"), answer(201, "{\"id\": 1}")],
+        bearer(),
+    )
+    .await;
+    let looked = std::sync::atomic::AtomicUsize::new(0);
+    let created = client
+        .create("/machines", &serde_json::json!({"name": "m"}), || async {
+            looked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(None::<u64>)
+        })
+        .await
+        .expect("created");
+    assert!(matches!(created, Created::Answer(a) if a.status == 201));
+    assert_eq!(looked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(fake.seen().len(), 2);
+
+    let (fake, client) = fake_with_stall().await;
+    let created = client
+        .create("/machines", &serde_json::json!({"name": "m"}), || async {
+            Ok(Some("found-it"))
+        })
+        .await
+        .expect("found");
+    assert!(matches!(created, Created::Found("found-it")));
+    assert_eq!(fake.seen().len(), 1, "not posted twice");
+}
+
+async fn fake_with_stall() -> (Fake, ProviderClient) {
+    fake(vec![Step::Stall(Duration::from_secs(2))], bearer()).await
+}
+
+#[tokio::test]
+async fn a_503_on_create_is_retried_in_place_it_was_not_done() {
+    use webhost_provider_http::Created;
+    let (fake, client) = fake(vec![answer(503, "busy"), answer(201, "{}")], bearer()).await;
+    let created = client
+        .create("/servers", &serde_json::json!({}), || async {
+            panic!("a 503 says nothing was done: no lookup");
+            #[allow(unreachable_code)]
+            Ok(None::<()>)
+        })
+        .await
+        .expect("created");
+    assert!(matches!(created, Created::Answer(a) if a.status == 201));
+    assert_eq!(fake.seen().len(), 2);
+}
