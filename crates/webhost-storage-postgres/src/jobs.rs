@@ -172,97 +172,9 @@ pub(crate) struct Queue {
     pool: sqlx::PgPool,
 }
 
-/// Implements `JobStore` for a store type with a `pool` field by handing
-/// every call to its database's [`Queue`].
-macro_rules! delegate_job_store {
+/// Both stores keep their job queue in their own database.
+macro_rules! queue_of {
     ($store:ty) => {
-        #[async_trait]
-        impl JobStore for $store {
-            async fn enqueue(&self, job: NewJob) -> StorageResult<Enqueued> {
-                self.queue().enqueue(job).await
-            }
-            async fn claim(
-                &self,
-                queue: &str,
-                limit: u32,
-                lease: TimeDelta,
-                now: DateTime<Utc>,
-            ) -> StorageResult<Vec<Job>> {
-                self.queue().claim(queue, limit, lease, now).await
-            }
-            async fn heartbeat(
-                &self,
-                run: JobRun,
-                locked_until: DateTime<Utc>,
-            ) -> StorageResult<()> {
-                self.queue().heartbeat(run, locked_until).await
-            }
-            async fn set_progress(
-                &self,
-                run: JobRun,
-                progress: serde_json::Value,
-            ) -> StorageResult<()> {
-                self.queue().set_progress(run, progress).await
-            }
-            async fn complete(&self, run: JobRun) -> StorageResult<()> {
-                self.queue().complete(run).await
-            }
-            async fn fail(
-                &self,
-                run: JobRun,
-                error: &str,
-                retry_at: Option<DateTime<Utc>>,
-            ) -> StorageResult<()> {
-                self.queue().fail(run, error, retry_at).await
-            }
-            async fn release(
-                &self,
-                run: JobRun,
-                run_at: Option<DateTime<Utc>>,
-            ) -> StorageResult<()> {
-                self.queue().release(run, run_at).await
-            }
-            async fn recover_expired(&self, now: DateTime<Utc>) -> StorageResult<u64> {
-                self.queue().recover_expired(now).await
-            }
-            async fn purge_finished(
-                &self,
-                succeeded_before: DateTime<Utc>,
-                failed_before: DateTime<Utc>,
-            ) -> StorageResult<u64> {
-                self.queue()
-                    .purge_finished(succeeded_before, failed_before)
-                    .await
-            }
-            async fn cancel(&self, id: JobId) -> StorageResult<Job> {
-                self.queue().cancel(id).await
-            }
-            async fn retry(&self, id: JobId, now: DateTime<Utc>) -> StorageResult<Job> {
-                self.queue().retry(id, now).await
-            }
-            async fn job(&self, id: JobId) -> StorageResult<Job> {
-                self.queue().job(id).await
-            }
-            async fn jobs(&self, filter: &JobFilter) -> StorageResult<Page<Job, JobId>> {
-                self.queue().jobs(filter).await
-            }
-            async fn queue_counts(&self) -> StorageResult<Vec<QueueCount>> {
-                self.queue().queue_counts().await
-            }
-            async fn schedule_due(
-                &self,
-                name: &str,
-                now: DateTime<Utc>,
-                next_after: DateTime<Utc>,
-                first: FirstRun,
-                job: NewJob,
-            ) -> StorageResult<Option<Enqueued>> {
-                self.queue()
-                    .schedule_due(name, now, next_after, first, job)
-                    .await
-            }
-        }
-
         impl $store {
             fn queue(&self) -> Queue {
                 Queue {
@@ -270,15 +182,14 @@ macro_rules! delegate_job_store {
                 }
             }
         }
+        webhost_storage::delegate_job_store!($store);
     };
 }
 
-delegate_job_store!(PgControlStore);
-delegate_job_store!(PgCellStore);
+queue_of!(PgControlStore);
+queue_of!(PgCellStore);
 
 impl Queue {
-    /// Why a transition of job `id` matched no row: the job is missing, or
-    /// in a state `action` does not apply to.
     /// Why a transition of `run` matched no row: the job is missing, in
     /// another state, or taken over by a later run.
     async fn run_miss(&self, run: JobRun, action: &'static str) -> StorageError {
@@ -288,6 +199,8 @@ impl Queue {
         }
     }
 
+    /// Why a transition of job `id` matched no row: the job is missing, or
+    /// in a state `action` does not apply to.
     async fn job_miss(&self, id: JobId, action: &'static str) -> StorageError {
         match self.job(id).await {
             Ok(job) => job_state_conflict(action, job.state),

@@ -288,3 +288,111 @@ pub trait JobStore: Send + Sync + 'static {
         job: NewJob,
     ) -> StorageResult<Option<Enqueued>>;
 }
+
+/// Implements [`JobStore`] for `$store` by handing every call to what
+/// `$store::queue(&self)` returns: a backend's queue over the store's own
+/// database (control and cell stores each hold one). Both backends use it.
+#[macro_export]
+macro_rules! delegate_job_store {
+    ($store:ty) => {
+        #[$crate::__async_trait]
+        impl $crate::JobStore for $store {
+            async fn enqueue(
+                &self,
+                job: $crate::NewJob,
+            ) -> $crate::StorageResult<$crate::Enqueued> {
+                self.queue().enqueue(job).await
+            }
+            async fn claim(
+                &self,
+                queue: &str,
+                limit: u32,
+                lease: $crate::__chrono::TimeDelta,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::StorageResult<Vec<$crate::Job>> {
+                self.queue().claim(queue, limit, lease, now).await
+            }
+            async fn heartbeat(
+                &self,
+                run: $crate::JobRun,
+                locked_until: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::StorageResult<()> {
+                self.queue().heartbeat(run, locked_until).await
+            }
+            async fn set_progress(
+                &self,
+                run: $crate::JobRun,
+                progress: $crate::__Json,
+            ) -> $crate::StorageResult<()> {
+                self.queue().set_progress(run, progress).await
+            }
+            async fn complete(&self, run: $crate::JobRun) -> $crate::StorageResult<()> {
+                self.queue().complete(run).await
+            }
+            async fn fail(
+                &self,
+                run: $crate::JobRun,
+                error: &str,
+                retry_at: Option<$crate::__chrono::DateTime<$crate::__chrono::Utc>>,
+            ) -> $crate::StorageResult<()> {
+                self.queue().fail(run, error, retry_at).await
+            }
+            async fn release(
+                &self,
+                run: $crate::JobRun,
+                run_at: Option<$crate::__chrono::DateTime<$crate::__chrono::Utc>>,
+            ) -> $crate::StorageResult<()> {
+                self.queue().release(run, run_at).await
+            }
+            async fn recover_expired(
+                &self,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::StorageResult<u64> {
+                self.queue().recover_expired(now).await
+            }
+            async fn purge_finished(
+                &self,
+                succeeded_before: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+                failed_before: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::StorageResult<u64> {
+                self.queue()
+                    .purge_finished(succeeded_before, failed_before)
+                    .await
+            }
+            async fn cancel(&self, id: $crate::__JobId) -> $crate::StorageResult<$crate::Job> {
+                self.queue().cancel(id).await
+            }
+            async fn retry(
+                &self,
+                id: $crate::__JobId,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::StorageResult<$crate::Job> {
+                self.queue().retry(id, now).await
+            }
+            async fn job(&self, id: $crate::__JobId) -> $crate::StorageResult<$crate::Job> {
+                self.queue().job(id).await
+            }
+            async fn jobs(
+                &self,
+                filter: &$crate::JobFilter,
+            ) -> $crate::StorageResult<$crate::Page<$crate::Job, $crate::__JobId>> {
+                self.queue().jobs(filter).await
+            }
+            async fn queue_counts(&self) -> $crate::StorageResult<Vec<$crate::QueueCount>> {
+                self.queue().queue_counts().await
+            }
+            async fn schedule_due(
+                &self,
+                name: &str,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+                next_after: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+                first: $crate::FirstRun,
+                job: $crate::NewJob,
+            ) -> $crate::StorageResult<Option<$crate::Enqueued>> {
+                self.queue()
+                    .schedule_due(name, now, next_after, first, job)
+                    .await
+            }
+        }
+    };
+}

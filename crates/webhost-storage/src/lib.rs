@@ -39,3 +39,13 @@ pub use webhooks::{
     AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
     WebhookId, WebhookPatch, MAX_WEBHOOKS,
 };
+
+// What `delegate_job_store!` expands to refers to; not part of the API.
+#[doc(hidden)]
+pub use async_trait::async_trait as __async_trait;
+#[doc(hidden)]
+pub use chrono as __chrono;
+#[doc(hidden)]
+pub use serde_json::Value as __Json;
+#[doc(hidden)]
+pub use webhost_domain::JobId as __JobId;
