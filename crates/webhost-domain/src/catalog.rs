@@ -83,6 +83,33 @@ pub struct RegionSettings {
     pub locale: String,
 }
 
+/// What kind of server a template asks of a provider that offers two
+/// (Hetzner: dedicated servers through Robot, cloud servers through the
+/// Cloud API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    Dedicated,
+    Cloud,
+}
+
+impl ServerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dedicated => "dedicated",
+            Self::Cloud => "cloud",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "dedicated" => Some(Self::Dedicated),
+            "cloud" => Some(Self::Cloud),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellTemplate {
     pub name: String,
@@ -92,6 +119,19 @@ pub struct CellTemplate {
     pub monthly_cost_cents: i64,
     /// How many tenants of `plan` one cell holds.
     pub capacity: u32,
+    /// The kind of server, for a provider that offers two; `None`: the
+    /// provider's only (or usual) kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ServerKind>,
+    /// The provider's product: a Robot product (`AX52`), a Cloud server
+    /// type (`cx42`); `None`: the provider's configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// A stop-gap: placement uses it only while no cell from the pool's
+    /// other templates has room (a dedicated server takes minutes to days
+    /// to deliver), and tenants placed on it are marked for moving.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_gap: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,10 +195,10 @@ impl Catalog {
     }
 
     pub fn template_for(&self, pool: &PoolName, plan: &PlanName) -> Option<&CellTemplate> {
-        self.cell_templates
-            .iter()
+        let regular = || self.cell_templates.iter().filter(|t| !t.stop_gap);
+        regular()
             .find(|t| &t.pool == pool && &t.plan == plan)
-            .or_else(|| self.cell_templates.iter().find(|t| &t.pool == pool))
+            .or_else(|| regular().find(|t| &t.pool == pool))
     }
 
     fn plan_names(&self) -> String {
@@ -281,7 +321,7 @@ mod tests {
             (biz.price_cents, biz.max_vehicles, biz.retention_days),
             (39900, 500, 1095)
         );
-        assert_eq!(c.cell_templates.len(), 4);
+        assert_eq!(c.cell_templates.len(), 5);
         for r in ["iad", "fra", "sin", "fsn1"] {
             assert!(c.region(&RegionCode::parse(r).unwrap()).is_some(), "{r}");
         }

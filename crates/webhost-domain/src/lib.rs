@@ -10,7 +10,7 @@ mod values;
 
 pub use catalog::{
     Catalog, CellTemplate, Placement, PlacementError, Plan, Pool, ProviderKind, RegionRule,
-    RegionSettings,
+    RegionSettings, ServerKind,
 };
 pub use ids::{ApiKeyId, CellId, EventId, GeofenceId, JobId, TenantId, UserId, VehicleId};
 pub use position::{Fix, Position, RawFix, MAX_FUTURE};

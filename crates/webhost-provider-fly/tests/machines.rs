@@ -206,6 +206,9 @@ fn spec() -> CellSpec {
             plan: PlanName::parse("starter").unwrap(),
             monthly_cost_cents: 40_000,
             capacity: 100,
+            kind: None,
+            product: None,
+            stop_gap: false,
         },
     }
 }

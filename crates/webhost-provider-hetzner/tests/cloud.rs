@@ -12,7 +12,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use webhost_domain::{CellId, CellTemplate, PlanName, PoolName, RegionCode};
+use webhost_domain::{CellId, CellTemplate, PlanName, PoolName, RegionCode, ServerKind};
 use webhost_provider::{CellSpec, Progress, Provider, Throttled};
 use webhost_provider_hetzner::{CloudConfig, HetznerCloud};
 use webhost_provider_http::RetryPolicy;
@@ -267,6 +267,9 @@ fn spec() -> CellSpec {
             plan: PlanName::parse("hobby").unwrap(),
             monthly_cost_cents: 1800,
             capacity: 40,
+            kind: Some(ServerKind::Cloud),
+            product: Some("cx42".into()),
+            stop_gap: true,
         },
     }
 }

@@ -21,7 +21,7 @@ use reqwest::header::HeaderMap;
 
 pub use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-pub use webhost_provider::Throttled;
+pub use webhost_provider::{Refused, Throttled};
 
 /// How a provider authenticates its callers.
 #[derive(Clone)]
@@ -87,18 +87,25 @@ pub struct Answer {
 
 impl Answer {
     /// This answer if it is a success, else the provider's refusal with its
-    /// body (what a human needs to fix it).
+    /// body (what a human needs to fix it): a [`Refused`] for a `4xx`
+    /// (final: the job fails with it), a plain error otherwise.
     pub fn ok(self) -> anyhow::Result<Self> {
         if self.status.is_success() {
-            Ok(self)
-        } else {
-            anyhow::bail!(
-                "{} was refused: {} {}",
-                self.what,
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
+            return Ok(self);
         }
+        let body = String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(2000)
+            .collect::<String>();
+        if self.status.is_client_error() {
+            return Err(Refused {
+                what: self.what,
+                status: self.status.as_u16(),
+                body,
+            }
+            .into());
+        }
+        anyhow::bail!("{} was refused: {} {body}", self.what, self.status)
     }
 
     pub fn json<T: DeserializeOwned>(&self) -> anyhow::Result<T> {

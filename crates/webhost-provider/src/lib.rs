@@ -88,3 +88,26 @@ impl Throttled {
             .map(|t| t.retry_after)
     }
 }
+
+/// The provider refused a request for good — a `4xx` that is not a rate
+/// limit: a bad token, an unknown server type, a spent quota, an invalid
+/// field. Asking again will not help until the operator changes something,
+/// so the control plane's job fails at once with this message (which
+/// carries the provider's own words) instead of retrying.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} was refused: {status} {body}")]
+pub struct Refused {
+    /// The request (`Hetzner Cloud POST /servers`).
+    pub what: String,
+    pub status: u16,
+    /// The provider's answer, as it gave it.
+    pub body: String,
+}
+
+impl Refused {
+    /// The refusal, when `err` is (or wraps) one.
+    pub fn in_error(err: &anyhow::Error) -> Option<&Refused> {
+        err.chain()
+            .find_map(|cause| cause.downcast_ref::<Refused>())
+    }
+}
