@@ -12,8 +12,10 @@
 //! Calls go through `webhost-provider-http` (timeouts, retries, `Retry-After`,
 //! `RateLimit-*`).
 //!
-//! Not here yet: dedicated servers through the Robot API, prices from the
-//! server types' price list (the catalog template's cost is used).
+//! The server type is the catalog template's `product` (`cx42`), else the
+//! configured default; what a cell costs is that type's monthly net price
+//! in the cell's location from `GET /server_types`, converted from EUR at
+//! the configured rate (the template's figure when Hetzner lists none).
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -41,7 +43,8 @@ const PUBLIC_PORTS: [&str; 4] = ["80", "443", "5055", "5027"];
 pub struct CloudConfig {
     pub endpoint: String,
     pub token: String,
-    /// Server type for cloud cells (e.g. `cx42`).
+    /// Server type for cloud cells whose template names no `product`
+    /// (e.g. `cx42`).
     pub server_type: String,
     pub image: String,
     /// Cells are reached at `https://<cell name>.<cell_domain>` (a wildcard
@@ -53,6 +56,9 @@ pub struct CloudConfig {
     /// `WEBHOST_CELL_ID`, `PUBLIC_HOST` and `PRIMARY_REGION`.
     pub bootstrap: Vec<(String, String)>,
     pub retry: RetryPolicy,
+    /// US dollars per euro: Hetzner prices in EUR, cell costs are kept in
+    /// USD cents.
+    pub usd_per_eur: f64,
 }
 
 /// The `hetzner` provider (cloud servers).
@@ -106,6 +112,30 @@ struct OneAction {
 }
 
 #[derive(Deserialize)]
+struct ServerTypes {
+    server_types: Vec<ServerType>,
+}
+
+#[derive(Deserialize)]
+struct ServerType {
+    name: String,
+    #[serde(default)]
+    prices: Vec<Price>,
+}
+
+#[derive(Deserialize)]
+struct Price {
+    location: String,
+    price_monthly: Amount,
+}
+
+/// Hetzner's amounts are decimal strings in EUR (`"16.4900000000"`).
+#[derive(Deserialize)]
+struct Amount {
+    net: String,
+}
+
+#[derive(Deserialize)]
 struct Firewalls {
     firewalls: Vec<Firewall>,
 }
@@ -147,6 +177,11 @@ pub fn user_data(template: &str, values: &[(String, String)]) -> anyhow::Result<
 
 impl HetznerCloud {
     pub fn new(config: CloudConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.usd_per_eur.is_finite() && config.usd_per_eur > 0.0,
+            "usd_per_eur must be a positive number, not {}",
+            config.usd_per_eur
+        );
         let api = ProviderClient::new(
             "Hetzner Cloud",
             config.endpoint.clone(),
@@ -221,6 +256,14 @@ impl HetznerCloud {
         Ok(created.firewall.id)
     }
 
+    /// The template's product when it names one, else the configured type.
+    fn server_type<'a>(&'a self, spec: &'a CellSpec) -> &'a str {
+        spec.template
+            .product
+            .as_deref()
+            .unwrap_or(&self.config.server_type)
+    }
+
     fn public_host(&self, spec: &CellSpec) -> String {
         format!("{}.{}", spec.name, self.config.cell_domain)
     }
@@ -254,7 +297,7 @@ impl Provider for HetznerCloud {
         ]);
         let body = json!({
             "name": spec.name,
-            "server_type": self.config.server_type,
+            "server_type": self.server_type(spec),
             "image": self.config.image,
             "location": spec.region.as_str(),
             "start_after_create": true,
@@ -356,6 +399,54 @@ impl Provider for HetznerCloud {
         tracing::info!(cell = %spec.name, server = %id, "Hetzner Cloud server deleted");
         Ok(())
     }
+
+    /// The server type's monthly net price in the cell's location, in USD
+    /// cents; the template's figure when Hetzner lists no such type or no
+    /// price there. A failed request is an error (not a guess).
+    async fn monthly_cost_cents(&self, spec: &CellSpec) -> anyhow::Result<i64> {
+        let server_type = self.server_type(spec);
+        let listed: ServerTypes = self
+            .get(&format!("/server_types?name={}", query_value(server_type)))
+            .await?
+            .ok()?
+            .json()?;
+        let price = listed
+            .server_types
+            .iter()
+            .filter(|t| t.name == server_type)
+            .flat_map(|t| &t.prices)
+            .find(|p| p.location == spec.region.as_str());
+        let Some(price) = price else {
+            tracing::warn!(server_type, location = %spec.region, "Hetzner lists no price; using the template's cost");
+            return Ok(spec.template.monthly_cost_cents);
+        };
+        let eur: f64 = price.price_monthly.net.trim().parse().with_context(|| {
+            format!(
+                "Hetzner's monthly price for {server_type} in {} is not a number: {:?}",
+                spec.region, price.price_monthly.net
+            )
+        })?;
+        anyhow::ensure!(
+            eur.is_finite() && eur >= 0.0,
+            "Hetzner's monthly price for {server_type} in {} is {eur} EUR",
+            spec.region
+        );
+        Ok((eur * self.config.usd_per_eur * 100.0).round() as i64)
+    }
+}
+
+/// `value` as a query-string value (server type names are plain, but a
+/// configured one is not trusted to be).
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -392,5 +483,11 @@ mod tests {
         let err = user_data(CLOUD_INIT, &[("PUBLIC_HOST".into(), "a\nb".into())])
             .expect_err("multi-line");
         assert!(format!("{err}").contains("one line"));
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query_value("cx42"), "cx42");
+        assert_eq!(query_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 }

@@ -4,5 +4,12 @@
 //! SSH after a dedicated server's OS install).
 
 pub mod cloud;
+mod provider;
+pub mod robot;
 
 pub use cloud::{user_data, CloudConfig, HetznerCloud, CLOUD_INIT, DEFAULT_ENDPOINT};
+pub use provider::Hetzner;
+pub use robot::{
+    HetznerRobot, RemoteRunner, RobotConfig, SshRunner, DEFAULT_DIST, DEFAULT_LANG,
+    DEFAULT_PRODUCT, ROBOT_ENDPOINT,
+};

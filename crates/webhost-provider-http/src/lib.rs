@@ -23,6 +23,9 @@ pub use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 pub use webhost_provider::{Refused, Throttled};
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// How a provider authenticates its callers.
 #[derive(Clone)]
 pub enum Auth {
@@ -209,13 +212,24 @@ impl ProviderClient {
         Find: Fn() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
     {
+        self.create_with(path, Body::Json(body), find).await
+    }
+
+    /// [`Self::create`] with any body (Hetzner Robot's orders are forms).
+    pub async fn create_with<T, Find, Fut>(
+        &self,
+        path: &str,
+        body: Body<'_>,
+        find: Find,
+    ) -> anyhow::Result<Created<T>>
+    where
+        Find: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+    {
         let tries = self.policy.attempts.max(1);
         let mut last = None;
         for _ in 0..tries {
-            match self
-                .send_inner(Method::POST, path, Body::Json(body), false)
-                .await
-            {
+            match self.send_inner(Method::POST, path, body, false).await {
                 Ok(answer) => return Ok(Created::Answer(answer)),
                 Err(err) if err.is::<Ambiguous>() => {
                     tracing::warn!(provider = self.name, path, error = %err, "create may have happened; looking before trying again");

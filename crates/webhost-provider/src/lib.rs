@@ -63,6 +63,22 @@ pub trait Provider: Send + Sync + 'static {
     /// gone is not an error.
     async fn destroy(&self, spec: &CellSpec, resource: &Resource) -> anyhow::Result<()>;
 
+    /// Whether this provider, as configured, can make a cell from
+    /// `template` (Hetzner without Robot credentials makes no dedicated
+    /// servers).
+    fn offers(&self, template: &CellTemplate) -> bool {
+        let _ = template;
+        true
+    }
+
+    /// Whether a cell from `template` takes long to deliver (a dedicated
+    /// server: minutes to days), so that placement should not make a
+    /// tenant wait for it while the pool has a stop-gap template.
+    fn slow_to_deliver(&self, template: &CellTemplate) -> bool {
+        let _ = template;
+        false
+    }
+
     /// What the cell costs a month: the catalog template's figure unless
     /// the provider's own price list says otherwise.
     async fn monthly_cost_cents(&self, spec: &CellSpec) -> anyhow::Result<i64> {
