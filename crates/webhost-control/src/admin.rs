@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use webhost_api::{Api, ById, Endpoint, Json, NoBody, NoParams, Operation, Verb};
-use webhost_domain::{CellId, JobId, PlanName, PoolName, RegionCode, TenantId};
+use webhost_domain::{
+    Catalog, CellId, JobId, PlanName, PoolName, RegionCode, ServerKind, TenantId,
+};
 use webhost_http::auth::OperatorCaller;
 use webhost_http::ApiError;
 use webhost_storage::{
@@ -83,8 +85,23 @@ pub struct CellView {
     #[schema(value_type = Option<Object>)]
     pub resource: Option<serde_json::Value>,
     pub last_error: Option<String>,
+    /// The catalog template it is made from.
+    pub template: Option<String>,
+    /// Made from a stop-gap template: its tenants are to move to one of
+    /// the pool's regular cells once one has room.
+    pub stop_gap: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl CellView {
+    pub(crate) fn new(c: Cell, catalog: &Catalog) -> Self {
+        let stop_gap = catalog.is_stop_gap(c.template.as_deref());
+        Self {
+            stop_gap,
+            ..Self::from(c)
+        }
+    }
 }
 
 impl From<Cell> for CellView {
@@ -104,6 +121,8 @@ impl From<Cell> for CellView {
             progress: c.progress,
             resource: c.resource,
             last_error: c.last_error,
+            template: c.template,
+            stop_gap: false,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -137,6 +156,12 @@ pub struct TemplateView {
     pub plan: String,
     pub monthly_cost_cents: i64,
     pub capacity: u32,
+    /// `dedicated` or `cloud` where the provider offers both.
+    pub kind: Option<String>,
+    /// The provider's product (`AX52`, `cx42`).
+    pub product: Option<String>,
+    /// Used only while no regular cell has room (see `CellView::stop_gap`).
+    pub stop_gap: bool,
 }
 
 /// A pool: its provider and its capacity per region.
@@ -230,6 +255,9 @@ impl Operation<ControlState, OperatorCaller> for ListPools {
                             plan: t.plan.to_string(),
                             monthly_cost_cents: t.monthly_cost_cents,
                             capacity: t.capacity,
+                            kind: t.kind.map(|k| k.as_str().to_string()),
+                            product: t.product.clone(),
+                            stop_gap: t.stop_gap,
                         })
                         .collect(),
                 }
@@ -280,6 +308,7 @@ impl Operation<ControlState, OperatorCaller> for ListCells {
                 })
             })
             .transpose()?;
+        let catalog = state.store.catalog().await?;
         let cells = state
             .store
             .cells()
@@ -293,7 +322,7 @@ impl Operation<ControlState, OperatorCaller> for ListCells {
                     .is_none_or(|r| c.region.as_str() == r)
             })
             .filter(|c| status.is_none_or(|s| c.status == s))
-            .map(CellView::from)
+            .map(|c| CellView::new(c, &catalog))
             .collect();
         Ok(CellList::whole(cells))
     }
@@ -377,11 +406,37 @@ impl Operation<ControlState, OperatorCaller> for CreateCell {
                 ),
             ));
         }
-        let templates: Vec<_> = catalog
+        let mut templates: Vec<_> = catalog
             .cell_templates
             .iter()
             .filter(|t| t.pool == pool.name)
             .collect();
+        if let Some(kind) = &input.kind {
+            let offered: Vec<&str> = {
+                let mut kinds: Vec<&str> = templates
+                    .iter()
+                    .filter_map(|t| t.kind.map(ServerKind::as_str))
+                    .collect();
+                kinds.sort_unstable();
+                kinds.dedup();
+                kinds
+            };
+            let wanted = ServerKind::parse(kind).filter(|k| offered.contains(&k.as_str()));
+            let Some(wanted) = wanted else {
+                return Err(invalid(
+                    "kind",
+                    if offered.len() > 1 {
+                        format!("kind must be one of {}, not '{kind}'", offered.join(", "))
+                    } else {
+                        format!(
+                            "pool {} offers one kind of server; leave kind out",
+                            pool.name
+                        )
+                    },
+                ));
+            };
+            templates.retain(|t| t.kind == Some(wanted));
+        }
         let template = match &input.template {
             Some(name) => templates
                 .iter()
@@ -391,8 +446,13 @@ impl Operation<ControlState, OperatorCaller> for CreateCell {
                     invalid(
                         "template",
                         format!(
-                            "pool {} has no template '{name}'; it has {}",
+                            "pool {} has no template '{name}'{}; it has {}",
                             pool.name,
+                            input
+                                .kind
+                                .as_ref()
+                                .map(|k| format!(" of kind {k}"))
+                                .unwrap_or_default(),
                             templates
                                 .iter()
                                 .map(|t| t.name.as_str())
@@ -401,26 +461,15 @@ impl Operation<ControlState, OperatorCaller> for CreateCell {
                         ),
                     )
                 })?,
-            None => templates.first().copied().ok_or_else(|| {
-                invalid("pool", format!("pool {} has no cell template", pool.name))
-            })?,
+            // The pool's regular template unless a kind says otherwise.
+            None => templates
+                .iter()
+                .find(|t| !t.stop_gap || input.kind.is_some())
+                .copied()
+                .ok_or_else(|| {
+                    invalid("pool", format!("pool {} has no cell template", pool.name))
+                })?,
         };
-        if let Some(kind) = &input.kind {
-            let offered = pool.provider == webhost_domain::ProviderKind::Hetzner;
-            if !offered || !matches!(kind.as_str(), "dedicated" | "cloud") {
-                return Err(invalid(
-                    "kind",
-                    if offered {
-                        format!("kind must be 'dedicated' or 'cloud', not '{kind}'")
-                    } else {
-                        format!(
-                            "pool {} offers one kind of server; leave kind out",
-                            pool.name
-                        )
-                    },
-                ));
-            }
-        }
         if let Some(url) = &input.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
                 return Err(invalid(
@@ -440,7 +489,7 @@ impl Operation<ControlState, OperatorCaller> for CreateCell {
         )
         .await
         .map_err(ApiError::unexpected)?;
-        Ok(cell.into())
+        Ok(CellView::new(cell, &catalog))
     }
 }
 
@@ -468,7 +517,11 @@ impl Operation<ControlState, OperatorCaller> for ShowCell {
         params: ById,
         _: NoBody,
     ) -> Result<CellView, ApiError> {
-        Ok(state.store.cell(cell_id(&params.id)?).await?.into())
+        let catalog = state.store.catalog().await?;
+        Ok(CellView::new(
+            state.store.cell(cell_id(&params.id)?).await?,
+            &catalog,
+        ))
     }
 }
 
@@ -611,6 +664,9 @@ pub struct TenantRow {
     /// What its cell measured of it (hourly; the ingest and request counts
     /// cover 30 days); `null` before the first report.
     pub usage: Option<MeasuredUsage>,
+    /// Why it is due to move, when it is: placed on a stop-gap cell while
+    /// no regular cell of its pool had room.
+    pub move_wanted: Option<String>,
 }
 
 impl From<TenantPlacement> for TenantRow {
@@ -630,6 +686,7 @@ impl From<TenantPlacement> for TenantRow {
             routing_version: p.routing_version,
             created_at: t.created_at,
             usage: p.usage,
+            move_wanted: None,
         }
     }
 }
@@ -709,8 +766,31 @@ impl Operation<ControlState, OperatorCaller> for ListTenants {
         let next_cursor = (rows.len() == limit as usize)
             .then(|| rows.last().map(|r| r.tenant.id.to_string()))
             .flatten();
+        let catalog = state.store.catalog().await?;
+        let stop_gaps: std::collections::HashMap<CellId, String> = state
+            .store
+            .cells()
+            .await?
+            .into_iter()
+            .filter(|c| catalog.is_stop_gap(c.template.as_deref()))
+            .map(|c| (c.id, c.name))
+            .collect();
         Ok(TenantPage {
-            data: rows.into_iter().map(TenantRow::from).collect(),
+            data: rows
+                .into_iter()
+                .map(|row| {
+                    let gap = stop_gaps.get(&row.cell_id).map(|cell| {
+                        format!(
+                            "on stop-gap cell {cell}: to move to a regular {} cell in {} once one has room",
+                            row.tenant.pool, row.tenant.region
+                        )
+                    });
+                    TenantRow {
+                        move_wanted: gap,
+                        ..TenantRow::from(row)
+                    }
+                })
+                .collect(),
             next_cursor,
         })
     }

@@ -57,78 +57,123 @@ pub(crate) async fn place_tenant(
         .into_iter()
         .filter(|c| c.pool == placement.pool && c.region == placement.region)
         .collect();
-    let load = |c: &Cell| f64::from(c.tenants) / f64::from(c.capacity.max(1));
-    let with_room = |status: CellStatus| {
-        here.iter()
-            .filter(move |c| c.status == status && c.free() > 0)
-            .min_by(|a, b| load(a).total_cmp(&load(b)))
-    };
-    let chosen = match with_room(CellStatus::Active).or_else(|| with_room(CellStatus::Provisioning))
-    {
+    let provider = state.providers.for_pool(catalog, &placement.pool);
+    let (regular, stop_gap) = templates(catalog, provider.as_ref(), &placement.pool, plan)?;
+    let choice = choose(&here, catalog, regular, stop_gap.is_some());
+    let chosen = match choice {
         Some(cell) => cell.clone(),
-        None => {
-            let template = template(catalog, &placement.pool, plan)?;
-            queue_cell(
-                state,
-                catalog,
-                &placement.pool,
-                &placement.region,
-                template,
-                None,
-                None,
-            )
-            .await
-            .map_err(ApiError::unexpected)?
-        }
+        None => queue_cell(
+            state,
+            catalog,
+            &placement.pool,
+            &placement.region,
+            stop_gap.unwrap_or(regular),
+            None,
+            None,
+        )
+        .await
+        .map_err(ApiError::unexpected)?,
     };
 
+    // Ahead of need: the pool's own cells (stop-gaps are temporary) keep
+    // `spare_slots` free, and a tenant on a stop-gap always has a regular
+    // cell coming.
     let spare = catalog
         .pool(&placement.pool)
         .map_or(0, |pool| pool.spare_slots);
-    let free_after: u32 = here
-        .iter()
-        .filter(|c| matches!(c.status, CellStatus::Active | CellStatus::Provisioning))
-        .map(Cell::free)
-        .sum::<u32>()
-        .saturating_add(if here.iter().any(|c| c.id == chosen.id) {
-            0
-        } else {
-            chosen.free()
-        })
-        .saturating_sub(1);
-    if free_after < spare {
-        let template = template(catalog, &placement.pool, plan)?;
+    let is_regular = |c: &Cell| {
+        !catalog.is_stop_gap(c.template.as_deref())
+            || c.template.as_deref() == Some(regular.name.as_str())
+    };
+    let coming = here.iter().filter(|c| {
+        is_regular(c) && matches!(c.status, CellStatus::Active | CellStatus::Provisioning)
+    });
+    let chosen_is_new = !here.iter().any(|c| c.id == chosen.id);
+    let mut free_after: u32 = coming.clone().map(Cell::free).sum();
+    if is_regular(&chosen) {
+        if chosen_is_new {
+            free_after += chosen.free();
+        }
+        // The slot this tenant takes.
+        free_after = free_after.saturating_sub(1);
+    }
+    let waiting_on_gap = stop_gap.is_some()
+        && !is_regular(&chosen)
+        && !coming.clone().any(|c| c.status == CellStatus::Provisioning);
+    if free_after < spare || waiting_on_gap {
         match queue_cell(
             state,
             catalog,
             &placement.pool,
             &placement.region,
-            template,
+            regular,
             None,
             None,
         )
         .await
         {
             Ok(cell) => {
-                tracing::info!(cell = %cell.name, free_after, spare, "provisioning a spare cell ahead of need");
+                tracing::info!(cell = %cell.name, free_after, spare, waiting_on_gap, "provisioning a cell ahead of need");
             }
-            // The tenant is placed; the spare cell is tried again at the
-            // next signup.
+            // The tenant is placed; the cell is tried again at the next
+            // signup.
             Err(err) => tracing::error!(error = format!("{err:#}"), "queueing a spare cell failed"),
         }
     }
     Ok(chosen)
 }
 
-fn template<'c>(
+/// The cell a tenant goes to among `here` (one pool and region), if one
+/// has room: the least-loaded active cell of the pool's own template; else
+/// an active stop-gap cell; else, with a stop-gap in use, a stop-gap cell
+/// being made, and without one a regular cell being made (the tenant waits
+/// for it).
+fn choose<'c>(
+    here: &'c [Cell],
+    catalog: &Catalog,
+    regular: &CellTemplate,
+    use_stop_gap: bool,
+) -> Option<&'c Cell> {
+    let load = |c: &Cell| f64::from(c.tenants) / f64::from(c.capacity.max(1));
+    let own = |c: &Cell| {
+        !catalog.is_stop_gap(c.template.as_deref())
+            || c.template.as_deref() == Some(regular.name.as_str())
+    };
+    let pick = |status: CellStatus, gap: bool| {
+        here.iter()
+            .filter(move |c| c.status == status && c.free() > 0 && own(c) != gap)
+            .min_by(|a, b| load(a).total_cmp(&load(b)))
+    };
+    let active = pick(CellStatus::Active, false).or_else(|| pick(CellStatus::Active, true));
+    if use_stop_gap {
+        active.or_else(|| pick(CellStatus::Provisioning, true))
+    } else {
+        active.or_else(|| pick(CellStatus::Provisioning, false))
+    }
+}
+
+/// The template a pool's cells are made from here, and the stop-gap to use
+/// meanwhile when those are slow to deliver (a dedicated server). A pool
+/// whose regular template the provider cannot make (Hetzner without Robot
+/// credentials) makes its stop-gap cells as its regular ones.
+pub(crate) fn templates<'c>(
     catalog: &'c Catalog,
+    provider: &dyn webhost_provider::Provider,
     pool: &PoolName,
     plan: &Plan,
-) -> Result<&'c CellTemplate, ApiError> {
-    catalog.template_for(pool, &plan.name).ok_or_else(|| {
+) -> Result<(&'c CellTemplate, Option<&'c CellTemplate>), ApiError> {
+    let regular = catalog.template_for(pool, &plan.name).ok_or_else(|| {
         ApiError::unexpected(anyhow::anyhow!(
             "the catalog has no cell template for pool {pool}"
         ))
+    })?;
+    let stop_gap = catalog
+        .stop_gap_for(pool, &plan.name)
+        .filter(|t| provider.offers(t));
+    Ok(match stop_gap {
+        Some(gap) if !provider.offers(regular) => (gap, None),
+        Some(gap) if provider.slow_to_deliver(regular) => (regular, Some(gap)),
+        _ => (regular, None),
     })
 }
 
@@ -147,11 +192,29 @@ pub struct ProvisionPayload {
 /// by no provider of ours): provisioning is its health check only.
 const REGISTERED: &str = "registered";
 
+/// What recording and queueing a cell needs.
+#[derive(Clone, Copy)]
+pub struct CellMaker<'a> {
+    pub store: &'a dyn ControlStore,
+    pub providers: &'a Providers,
+    pub jobs: &'a webhost_jobs::Jobs,
+}
+
+impl<'a> From<&'a ControlState> for CellMaker<'a> {
+    fn from(state: &'a ControlState) -> Self {
+        Self {
+            store: state.store.as_ref(),
+            providers: &state.providers,
+            jobs: &state.jobs,
+        }
+    }
+}
+
 /// Records a new cell, `provisioning`, and queues the job that makes it
 /// (or, with `registered_url`, that health-checks a cell already running
 /// there).
 pub async fn queue_cell(
-    state: &ControlState,
+    maker: impl Into<CellMaker<'_>>,
     catalog: &Catalog,
     pool: &PoolName,
     region: &RegionCode,
@@ -159,9 +222,10 @@ pub async fn queue_cell(
     kind: Option<String>,
     registered_url: Option<String>,
 ) -> anyhow::Result<Cell> {
-    let provider = state.providers.for_pool(catalog, pool);
+    let maker = maker.into();
+    let provider = maker.providers.for_pool(catalog, pool);
     let mut cell = record_cell(
-        state.store.as_ref(),
+        maker.store,
         pool,
         region,
         template,
@@ -171,7 +235,7 @@ pub async fn queue_cell(
     )
     .await?;
     if let Some(url) = registered_url {
-        cell = state
+        cell = maker
             .store
             .update_cell(
                 cell.id,
@@ -186,7 +250,7 @@ pub async fn queue_cell(
             )
             .await?;
     }
-    state
+    maker
         .jobs
         .enqueue::<ProvisionCell>(
             serde_json::to_value(ProvisionPayload {
@@ -234,6 +298,7 @@ pub(crate) async fn record_cell(
                 status,
                 capacity: template.capacity,
                 monthly_cost_cents: template.monthly_cost_cents,
+                template: Some(template.name.clone()),
             })
             .await;
         match created {
@@ -381,7 +446,14 @@ impl Handler for ProvisionCell {
             Some(recorded) => serde_json::from_value(recorded.clone())
                 .map_err(|e| JobError::permanent(anyhow::anyhow!("recorded resource: {e}")))?,
             None => {
-                let made = self.noted(&cell, provider.create(&spec).await).await?;
+                let made = match provider.create(&spec).await {
+                    Ok(made) => made,
+                    Err(err) => {
+                        return Err(self
+                            .failed(&cell, provider.as_ref(), &spec, None, err)
+                            .await)
+                    }
+                };
                 self.store
                     .update_cell(
                         cell.id,
@@ -405,8 +477,14 @@ impl Handler for ProvisionCell {
                 .to_string();
             Progress::Ready { url }
         } else {
-            self.noted(&cell, provider.poll(&spec, &resource).await)
-                .await?
+            match provider.poll(&spec, &resource).await {
+                Ok(progress) => progress,
+                Err(err) => {
+                    return Err(self
+                        .failed(&cell, provider.as_ref(), &spec, Some(&resource), err)
+                        .await)
+                }
+            }
         };
         let _ = ctx
             .progress(serde_json::to_value(&progress).unwrap_or_default())
@@ -449,12 +527,19 @@ impl Handler for ProvisionCell {
                 )))
             }
             Progress::Ready { url } => {
+                let url = if resource.external_id == REGISTERED {
+                    url
+                } else {
+                    self.providers.cell_url(provider.kind(), &cell.name, url)
+                };
                 if let Err(err) = health(&self.client, cell.id, &url).await {
                     if resource.external_id == REGISTERED {
                         // The operator said it runs there: not answering is
                         // an error, retried with backoff, then failed.
                         let err = err.context(format!("health check of {url}"));
-                        return Err(self.failed(&cell, err).await);
+                        return Err(self
+                            .failed(&cell, provider.as_ref(), &spec, Some(&resource), err)
+                            .await);
                     }
                     self.store
                         .update_cell(
@@ -505,32 +590,73 @@ impl Handler for ProvisionCell {
 
 impl ProvisionCell {
     /// A provider error is recorded on the cell (the operator sees it) and
-    /// retried.
-    async fn noted<T>(&self, cell: &Cell, result: anyhow::Result<T>) -> Result<T, JobError> {
-        match result {
-            Ok(value) => Ok(value),
-            Err(err) => Err(self.failed(cell, err).await),
+    /// retried — unless the provider refused for good (a `4xx`: a bad
+    /// token, an unknown server type, a spent quota): then what was made is
+    /// cleaned up, the cell is `failed` and the job ends with the
+    /// provider's words.
+    async fn failed(
+        &self,
+        cell: &Cell,
+        provider: &dyn webhost_provider::Provider,
+        spec: &CellSpec,
+        resource: Option<&Resource>,
+        err: anyhow::Error,
+    ) -> JobError {
+        let message = format!("{err:#}");
+        if webhost_provider::Refused::in_error(&err).is_none() {
+            let _ = self
+                .store
+                .update_cell(
+                    cell.id,
+                    CellUpdate {
+                        last_error: Some(Some(message)),
+                        ..CellUpdate::default()
+                    },
+                )
+                .await;
+            return job_error(err);
         }
-    }
-
-    async fn failed(&self, cell: &Cell, err: anyhow::Error) -> JobError {
-        let _ = self
+        // Nothing half-made is left behind: providers find their work by
+        // the cell's name and labels, so cleaning up works even when the
+        // refused create recorded nothing.
+        let nothing = Resource {
+            provider: provider.kind(),
+            external_id: String::new(),
+            detail: serde_json::Value::Null,
+        };
+        let cleanup = provider.destroy(spec, resource.unwrap_or(&nothing)).await;
+        let recorded = match &cleanup {
+            Ok(()) => message.clone(),
+            Err(cleanup) => format!(
+                "{message}; cleaning up failed too ({cleanup:#}): retire the cell to try again"
+            ),
+        };
+        tracing::error!(cell = %cell.name, error = %recorded, "the provider refused; cell failed");
+        if let Err(err) = self
             .store
             .update_cell(
                 cell.id,
                 CellUpdate {
-                    last_error: Some(Some(format!("{err:#}"))),
+                    status: Some(CellStatus::Failed),
+                    last_error: Some(Some(recorded)),
                     ..CellUpdate::default()
                 },
             )
-            .await;
-        job_error(err)
+            .await
+        {
+            return JobError::retry(err);
+        }
+        JobError::permanent(err)
     }
 }
 
 /// A provider's "come back in N s" waits that long without counting an
-/// attempt; anything else is retried on the job's backoff.
+/// attempt; a refusal ends the job; anything else is retried on the job's
+/// backoff.
 pub(crate) fn job_error(err: anyhow::Error) -> JobError {
+    if webhost_provider::Refused::in_error(&err).is_some() {
+        return JobError::permanent(err);
+    }
     match webhost_provider::Throttled::in_error(&err) {
         Some(retry_after) => {
             tracing::info!(
@@ -617,10 +743,13 @@ impl Handler for RetireCell {
                     ))
                 })?;
                 let catalog = self.store.catalog().await.map_err(JobError::retry)?;
+                // The template it was made from (a provider may need its
+                // kind to find what it made), else the pool's first.
                 let template = catalog
                     .cell_templates
                     .iter()
-                    .find(|t| t.pool == cell.pool)
+                    .find(|t| Some(&t.name) == cell.template.as_ref())
+                    .or_else(|| catalog.cell_templates.iter().find(|t| t.pool == cell.pool))
                     .cloned()
                     .ok_or_else(|| JobError::permanent(anyhow::anyhow!("no template for pool")))?;
                 let spec = CellSpec {
@@ -665,8 +794,14 @@ mod tests {
             JobError::Snooze(d) if d == Duration::from_secs(90)
         ));
         assert!(matches!(
-            job_error(anyhow::anyhow!("422 invalid input")),
+            job_error(anyhow::anyhow!("connection reset")),
             JobError::Retry(_)
         ));
+        let refused = anyhow::Error::new(webhost_provider::Refused {
+            what: "Hetzner Cloud POST /servers".into(),
+            status: 422,
+            body: "invalid server type".into(),
+        });
+        assert!(matches!(job_error(refused), JobError::Permanent(_)));
     }
 }

@@ -105,6 +105,8 @@ pub struct CellEconomics {
     pub break_even_tenants: u32,
     /// The tenant shares that cost more than they pay here.
     pub losing_tenants: u32,
+    /// A stop-gap cell (see `/api/admin/cells`): its cost is temporary.
+    pub stop_gap: bool,
     /// How the cost is shared: `usage` (measured) or `equal` (nothing
     /// measured yet, or no tenants).
     pub attribution: &'static str,
@@ -120,6 +122,9 @@ pub struct Totals {
     pub cells: u32,
     /// Tenants whose share of cost exceeds their price.
     pub losing_tenants: u32,
+    /// What the stop-gap cells (cloud servers standing in while dedicated
+    /// servers are delivered) cost a month, included in `cost_cents`.
+    pub stop_gap_cost_cents: i64,
 }
 
 fn margin(revenue: f64, cost: f64) -> Option<f64> {
@@ -249,6 +254,7 @@ pub fn compute(
             margin_percent: margin(revenue as f64, cell.monthly_cost_cents as f64),
             break_even_tenants: break_even(cell.monthly_cost_cents, average_price),
             losing_tenants: losing,
+            stop_gap: catalog.is_stop_gap(cell.template.as_deref()),
             attribution,
         });
     }
@@ -313,6 +319,11 @@ pub fn compute(
             tenants: u32::try_from(tenants.iter().filter(paying).count()).unwrap_or(u32::MAX),
             cells: u32::try_from(cell_rows.len()).unwrap_or(u32::MAX),
             losing_tenants,
+            stop_gap_cost_cents: cell_rows
+                .iter()
+                .filter(|c| c.stop_gap)
+                .map(|c| c.monthly_cost_cents)
+                .sum(),
         },
         cells: cell_rows,
         tenants: tenant_rows,

@@ -19,6 +19,10 @@ use webhost_storage::{Cell, CellStatus, ControlStore, NewCell};
 pub struct Providers {
     fallback: Arc<dyn Provider>,
     configured: HashMap<ProviderKind, Arc<dyn Provider>>,
+    /// How the control plane reaches remote cells when not at the public
+    /// URL their provider gives (`WEBHOST_CELL_URL`, `{name}` = the cell's
+    /// name): a private network (`http://{name}.internal:8080`), a proxy.
+    cell_url: Option<String>,
 }
 
 impl Providers {
@@ -26,6 +30,23 @@ impl Providers {
         Self {
             fallback,
             configured: HashMap::new(),
+            cell_url: None,
+        }
+    }
+
+    /// See `cell_url`: remote cells are reached at `template` with `{name}`
+    /// replaced by the cell's name.
+    pub fn reach_cells_at(mut self, template: Option<String>) -> Self {
+        self.cell_url = template.filter(|t| !t.trim().is_empty());
+        self
+    }
+
+    /// The URL the control plane records for a cell its provider says is
+    /// ready at `public_url`.
+    pub fn cell_url(&self, kind: ProviderKind, name: &str, public_url: String) -> String {
+        match &self.cell_url {
+            Some(template) if kind != ProviderKind::Local => template.replace("{name}", name),
+            _ => public_url,
         }
     }
 
@@ -100,6 +121,7 @@ pub async fn provision_cell(
             status: CellStatus::Active,
             capacity: template.capacity,
             monthly_cost_cents,
+            template: Some(template.name.clone()),
         })
         .await?;
     let cell = store
@@ -116,21 +138,48 @@ pub async fn provision_cell(
 }
 
 /// Makes sure each (pool, region) has at least one cell (first start).
+/// A `local` cell is made at once (it is this process); a remote
+/// provider's is recorded and queued like any other (`cells::ProvisionCell`:
+/// resumable, health-checked before it turns active) — a first start never
+/// waits minutes for a server.
 pub async fn ensure_cells(
     store: &dyn ControlStore,
     providers: &Providers,
+    jobs: &webhost_jobs::Jobs,
     wanted: &[(PoolName, RegionCode)],
 ) -> anyhow::Result<Vec<Cell>> {
     let catalog = store.catalog().await?;
     for (pool, region) in wanted {
         let cells = store.cells().await?;
-        if !cells.iter().any(|c| &c.pool == pool && &c.region == region) {
-            let template = catalog
-                .cell_templates
-                .iter()
-                .find(|t| &t.pool == pool)
-                .with_context(|| format!("the catalog has no cell template for pool {pool}"))?;
+        let live = |c: &&Cell| !matches!(c.status, CellStatus::Failed | CellStatus::Retired);
+        if cells
+            .iter()
+            .filter(live)
+            .any(|c| &c.pool == pool && &c.region == region)
+        {
+            continue;
+        }
+        let provider = providers.for_pool(&catalog, pool);
+        // The pool's regular template, or its stop-gap when the provider
+        // cannot make the regular one here.
+        let of_pool = || catalog.cell_templates.iter().filter(|t| &t.pool == pool);
+        let template = of_pool()
+            .filter(|t| provider.offers(t))
+            .min_by_key(|t| t.stop_gap)
+            .with_context(|| {
+                format!(
+                    "the catalog has no cell template for pool {pool} that its provider can make"
+                )
+            })?;
+        if provider.kind() == ProviderKind::Local && !provider.slow_to_deliver(template) {
             provision_cell(store, providers, &catalog, pool, region, template).await?;
+        } else {
+            let maker = crate::cells::CellMaker {
+                store,
+                providers,
+                jobs,
+            };
+            crate::cells::queue_cell(maker, &catalog, pool, region, template, None, None).await?;
         }
     }
     Ok(store.cells().await?)

@@ -201,6 +201,23 @@ impl Catalog {
             .or_else(|| regular().find(|t| &t.pool == pool))
     }
 
+    /// The pool's stop-gap template for `plan`'s tenants, if it has one.
+    pub fn stop_gap_for(&self, pool: &PoolName, plan: &PlanName) -> Option<&CellTemplate> {
+        let gaps = || self.cell_templates.iter().filter(|t| t.stop_gap);
+        gaps()
+            .find(|t| &t.pool == pool && &t.plan == plan)
+            .or_else(|| gaps().find(|t| &t.pool == pool))
+    }
+
+    /// Whether the template named `name` is a stop-gap.
+    pub fn is_stop_gap(&self, name: Option<&str>) -> bool {
+        name.is_some_and(|name| {
+            self.cell_templates
+                .iter()
+                .any(|t| t.name == name && t.stop_gap)
+        })
+    }
+
     fn plan_names(&self) -> String {
         self.plans
             .iter()
@@ -280,6 +297,37 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hobby_pool_has_a_dedicated_template_and_a_cloud_stop_gap() {
+        let c = Catalog::default_seed();
+        let pool = PoolName::parse("hetzner").unwrap();
+        let hobby = PlanName::parse("hobby").unwrap();
+        let regular = c.template_for(&pool, &hobby).expect("regular");
+        assert_eq!(
+            (regular.name.as_str(), regular.kind, regular.stop_gap),
+            ("hetzner-ax52", Some(ServerKind::Dedicated), false)
+        );
+        let gap = c.stop_gap_for(&pool, &hobby).expect("stop-gap");
+        assert_eq!(
+            (gap.name.as_str(), gap.kind, gap.product.as_deref()),
+            ("hetzner-cloud-cx42", Some(ServerKind::Cloud), Some("cx42"))
+        );
+        assert!(c.is_stop_gap(Some("hetzner-cloud-cx42")));
+        assert!(!c.is_stop_gap(Some("hetzner-ax52")));
+        assert!(!c.is_stop_gap(None));
+        // The fly pool has none.
+        let fly = PoolName::parse("fly").unwrap();
+        assert!(c
+            .stop_gap_for(&fly, &PlanName::parse("starter").unwrap())
+            .is_none());
+        // A catalog written before templates had kinds still reads.
+        let old: CellTemplate = serde_json::from_str(
+            r#"{"name":"x","pool":"hetzner","plan":"hobby","monthly_cost_cents":1,"capacity":2}"#,
+        )
+        .unwrap();
+        assert_eq!((old.kind, old.product, old.stop_gap), (None, None, false));
+    }
 
     fn place(plan: &str, country: &str, region: Option<&str>) -> Result<Placement, PlacementError> {
         Catalog::default_seed().place(

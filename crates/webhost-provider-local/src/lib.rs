@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
-use webhost_domain::{CellId, ProviderKind, RegionCode};
+use webhost_domain::{CellId, CellTemplate, ProviderKind, RegionCode, ServerKind};
 use webhost_http::auth::InternalKeys;
 use webhost_http::serve::{Server, Shutdown};
 use webhost_provider::{CellSpec, Progress, Provider, Resource};
@@ -100,6 +100,8 @@ pub struct LocalProvider {
     shutdown: Shutdown,
     running: Mutex<HashMap<CellId, Running>>,
     boot_delay: std::time::Duration,
+    /// How long a cell from a `dedicated` template takes to deliver.
+    dedicated_delay: std::time::Duration,
     tuning: CellTuning,
 }
 
@@ -136,6 +138,7 @@ impl LocalProvider {
             shutdown,
             running: Mutex::new(HashMap::new()),
             boot_delay: std::time::Duration::ZERO,
+            dedicated_delay: std::time::Duration::ZERO,
             tuning: CellTuning::default(),
         }
     }
@@ -150,6 +153,15 @@ impl LocalProvider {
     /// machine booting (demos, and tests of provisioning in the background).
     pub fn with_boot_delay(mut self, delay: std::time::Duration) -> Self {
         self.boot_delay = delay;
+        self
+    }
+
+    /// Cells from `dedicated` templates report ready only this long after
+    /// they started, like a dedicated server being delivered; placement then
+    /// uses the pool's stop-gap template meanwhile (demos, and tests of the
+    /// two-speed capacity of the hetzner pool).
+    pub fn with_dedicated_delivery(mut self, delay: std::time::Duration) -> Self {
+        self.dedicated_delay = delay;
         self
     }
 
@@ -209,6 +221,10 @@ impl Provider for LocalProvider {
         ProviderKind::Local
     }
 
+    fn slow_to_deliver(&self, template: &CellTemplate) -> bool {
+        template.kind == Some(ServerKind::Dedicated) && !self.dedicated_delay.is_zero()
+    }
+
     async fn create(&self, spec: &CellSpec) -> anyhow::Result<Resource> {
         let url = self.start(spec.id, &spec.name, &spec.region).await?;
         tracing::info!(cell = %spec.name, pool = %spec.pool, region = %spec.region, "local cell created");
@@ -229,10 +245,15 @@ impl Provider for LocalProvider {
             .await
             .get(&spec.id)
             .map(|cell| cell.started.elapsed());
+        let delay = if spec.template.kind == Some(ServerKind::Dedicated) {
+            self.boot_delay.max(self.dedicated_delay)
+        } else {
+            self.boot_delay
+        };
         Ok(match booted {
-            Some(up) if up < self.boot_delay => Progress::Pending {
+            Some(up) if up < delay => Progress::Pending {
                 step: "booting".into(),
-                percent: u8::try_from(up.as_millis() * 100 / self.boot_delay.as_millis().max(1))
+                percent: u8::try_from(up.as_millis() * 100 / delay.as_millis().max(1))
                     .unwrap_or(99)
                     .min(99),
             },

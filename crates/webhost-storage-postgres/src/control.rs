@@ -108,7 +108,7 @@ fn api_key_from_row(row: &PgRow) -> StorageResult<ApiKey> {
 
 const CELL_SELECT: &str = "SELECT c.id, c.name, c.pool, c.region, c.provider, c.url, c.status, \
      c.capacity, c.monthly_cost_cents, c.created_at, c.resource, c.progress, c.last_error, \
-     COALESCE(c.updated_at, c.created_at) AS updated_at, \
+     c.template, COALESCE(c.updated_at, c.created_at) AS updated_at, \
      (SELECT COUNT(*) FROM routes r WHERE r.cell_id = c.id) AS tenants FROM cells c";
 
 fn cell_from_row(row: &PgRow) -> StorageResult<Cell> {
@@ -128,6 +128,7 @@ fn cell_from_row(row: &PgRow) -> StorageResult<Cell> {
         resource: row.try_get("resource").map_err(unexpected)?,
         progress: row.try_get("progress").map_err(unexpected)?,
         last_error: row.try_get("last_error").map_err(unexpected)?,
+        template: row.try_get("template").map_err(unexpected)?,
         created_at: row.try_get("created_at").map_err(unexpected)?,
         updated_at: row.try_get("updated_at").map_err(unexpected)?,
     })
@@ -160,8 +161,8 @@ impl ControlStore for PgControlStore {
         let name = cell.name.clone();
         sqlx::query(
             "INSERT INTO cells (id, name, pool, region, provider, url, status, capacity, \
-             monthly_cost_cents, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+             monthly_cost_cents, created_at, updated_at, template) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
         )
         .bind(cell.id.as_uuid())
         .bind(&cell.name)
@@ -173,6 +174,7 @@ impl ControlStore for PgControlStore {
         .bind(cell.capacity as i32)
         .bind(cell.monthly_cost_cents)
         .bind(Utc::now())
+        .bind(&cell.template)
         .execute(&self.pool)
         .await
         .map_err(|e| {

@@ -120,7 +120,7 @@ fn api_key_from_row(row: &SqliteRow) -> StorageResult<ApiKey> {
 
 const CELL_SELECT: &str = "SELECT c.id, c.name, c.pool, c.region, c.provider, c.url, c.status, \
      c.capacity, c.monthly_cost_cents, c.created_at, c.resource, c.progress, c.last_error, \
-     COALESCE(c.updated_at, c.created_at) AS updated_at, \
+     c.template, COALESCE(c.updated_at, c.created_at) AS updated_at, \
      (SELECT COUNT(*) FROM routes r WHERE r.cell_id = c.id) AS tenants FROM cells c";
 
 fn json_column(row: &SqliteRow, column: &str) -> StorageResult<Option<serde_json::Value>> {
@@ -148,6 +148,7 @@ fn cell_from_row(row: &SqliteRow) -> StorageResult<Cell> {
         resource: json_column(row, "resource")?,
         progress: json_column(row, "progress")?,
         last_error: row.try_get("last_error").map_err(unexpected)?,
+        template: row.try_get("template").map_err(unexpected)?,
         created_at: row.try_get("created_at").map_err(unexpected)?,
         updated_at: row.try_get("updated_at").map_err(unexpected)?,
     })
@@ -189,7 +190,8 @@ impl ControlStore for SqliteControlStore {
         let name = cell.name.clone();
         sqlx::query(
             "INSERT INTO cells (id, name, pool, region, provider, url, status, capacity, \
-             monthly_cost_cents, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             monthly_cost_cents, created_at, updated_at, template) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cell.id.to_string())
         .bind(&cell.name)
@@ -202,6 +204,7 @@ impl ControlStore for SqliteControlStore {
         .bind(cell.monthly_cost_cents)
         .bind(Utc::now())
         .bind(Utc::now())
+        .bind(&cell.template)
         .execute(&self.pools.writer)
         .await
         .map_err(|e| {

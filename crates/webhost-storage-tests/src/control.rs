@@ -77,6 +77,7 @@ pub async fn cells_round_trip_and_count_their_tenants(store: &dyn ControlStore) 
     assert_eq!(created.status, CellStatus::Active);
     assert_eq!(created.capacity, 50);
     assert_eq!(created.monthly_cost_cents, 12_345);
+    assert_eq!(created.template.as_deref(), Some("fly-regional"));
     assert_eq!(created.tenants, 0);
     assert_recent(created.created_at, "cell created_at");
 

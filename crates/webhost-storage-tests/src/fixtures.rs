@@ -92,6 +92,7 @@ pub fn new_cell(name: &str, url: &str) -> NewCell {
         url: url.to_string(),
         capacity: 50,
         monthly_cost_cents: 12_345,
+        template: Some("fly-regional".into()),
     }
 }
 

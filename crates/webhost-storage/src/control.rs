@@ -197,6 +197,8 @@ pub struct Cell {
     /// The provider's last progress report while provisioning.
     pub progress: Option<serde_json::Value>,
     pub last_error: Option<String>,
+    /// The catalog template it was made from.
+    pub template: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -267,6 +269,9 @@ pub struct NewCell {
     pub status: CellStatus,
     pub capacity: u32,
     pub monthly_cost_cents: i64,
+    /// The catalog template it is made from (`None`: recorded before cells
+    /// remembered it, or registered by the operator).
+    pub template: Option<String>,
 }
 
 /// A routing-table entry: where a tenant's requests go.

@@ -113,6 +113,15 @@ fn local_database(settings: &Settings) -> LocalDatabase {
     }
 }
 
+/// `local` beside the remote providers whose credentials are set.
+fn providers(settings: &Settings, local: &Arc<LocalProvider>) -> anyhow::Result<Providers> {
+    let local: Arc<dyn webhost_provider::Provider> = local.clone();
+    Ok(crate::providers::configured(settings)?
+        .into_iter()
+        .fold(Providers::new(local), Providers::with)
+        .reach_cells_at(settings.cell_url.clone()))
+}
+
 /// Starts every local cell the catalog knows (their ports change on each
 /// start) and records the new URLs, then makes sure the default cells
 /// exist.
@@ -120,6 +129,7 @@ async fn start_local_cells(
     store: &dyn ControlStore,
     local: &LocalProvider,
     providers: &Providers,
+    jobs: &webhost_control::Jobs,
 ) -> anyhow::Result<Vec<Cell>> {
     for cell in store.cells().await? {
         let running = matches!(
@@ -131,7 +141,7 @@ async fn start_local_cells(
             store.set_cell_url(cell.id, &url).await?;
         }
     }
-    webhost_control::ensure_cells(store, providers, &default_cells()).await
+    webhost_control::ensure_cells(store, providers, jobs, &default_cells()).await
 }
 
 fn keys(settings: &Settings) -> anyhow::Result<(Arc<InternalKeys>, UserTokens)> {
@@ -229,9 +239,12 @@ impl Application {
             .with_boot_delay(std::time::Duration::from_millis(
                 settings.local_provision_delay_ms,
             ))
+            .with_dedicated_delivery(std::time::Duration::from_millis(
+                settings.local_dedicated_delay_ms,
+            ))
             .with_tuning(cell_tuning(settings)),
         );
-        let providers = Providers::new(local.clone());
+        let providers = providers(settings, &local)?;
         let plane = webhost_control::build(webhost_control::ControlParts {
             store: store.clone(),
             tokens: tokens.clone(),
@@ -242,7 +255,7 @@ impl Application {
         });
         start_workers(settings, &plane.jobs, &shutdown);
         let control = serve::spawn(control_listener, plane.router, &shutdown)?;
-        let cells = start_local_cells(store.as_ref(), &local, &providers).await?;
+        let cells = start_local_cells(store.as_ref(), &local, &providers, &plane.jobs).await?;
 
         let edge_state = webhost_edge::EdgeState::new(webhost_edge::EdgeParts {
             store: open_edge_store(settings, &store).await?,
@@ -309,9 +322,12 @@ pub async fn run_control(settings: &Settings) -> anyhow::Result<()> {
         .with_boot_delay(std::time::Duration::from_millis(
             settings.local_provision_delay_ms,
         ))
+        .with_dedicated_delivery(std::time::Duration::from_millis(
+            settings.local_dedicated_delay_ms,
+        ))
         .with_tuning(cell_tuning(settings)),
     );
-    let providers = Providers::new(local.clone());
+    let providers = providers(settings, &local)?;
     let plane = webhost_control::build(webhost_control::ControlParts {
         store: store.clone(),
         tokens,
@@ -322,7 +338,7 @@ pub async fn run_control(settings: &Settings) -> anyhow::Result<()> {
     });
     start_workers(settings, &plane.jobs, &shutdown);
     let server = serve::spawn(listener, plane.router, &shutdown)?;
-    start_local_cells(store.as_ref(), &local, &providers).await?;
+    start_local_cells(store.as_ref(), &local, &providers, &plane.jobs).await?;
     tracing::info!(url = %server.url(), "control plane listening");
     serve::shutdown_signal().await;
     shutdown.finish().await;

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod providers;
 pub mod settings;
 pub mod simulate;
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -68,6 +68,48 @@ pub struct Settings {
     pub control_url: Option<String>,
     /// Split deployments: this cell's id.
     pub cell_id: Option<String>,
+    /// `FLY_ORG`: the organisation Fly.io cells are made in.
+    pub fly_org: Option<String>,
+    /// `FLY_FLAPS_BASE_URL`, `HCLOUD_ENDPOINT`, `HETZNER_ROBOT_URL`: the
+    /// providers' API base URLs (fakes, proxies).
+    pub fly_flaps_base_url: Option<String>,
+    pub hcloud_endpoint: Option<String>,
+    pub hetzner_robot_url: Option<String>,
+    /// Remote cells: the image they run (`deploy/Dockerfile`, pushed).
+    pub cell_image: Option<String>,
+    /// Remote cells: a `.tar.gz` of `deploy/hetzner` the bootstrap fetches.
+    pub deploy_url: Option<String>,
+    /// Remote cells are reached at `https://<cell name>.<cell_domain>`.
+    pub cell_domain: Option<String>,
+    /// How the control plane reaches remote cells instead, when set: a
+    /// template with `{name}` (a private network, a proxy).
+    pub cell_url: Option<String>,
+    /// Hetzner Cloud cells: server type and image when the template names
+    /// none.
+    pub hetzner_server_type: String,
+    pub hetzner_image: String,
+    /// Dedicated cells: the Robot product when the template names none, the
+    /// OS Robot installs, the SSH keys (fingerprints) it installs, the
+    /// private key the bootstrap logs in with, and Robot's test orders.
+    pub robot_product: String,
+    pub robot_dist: String,
+    pub ssh_key_fingerprints: Option<String>,
+    pub ssh_identity_file: Option<PathBuf>,
+    pub robot_test_orders: bool,
+    /// Fly.io cells: app name prefix, volume and machine size.
+    pub fly_app_prefix: String,
+    pub fly_volume_gb: u32,
+    pub fly_cpus: u32,
+    pub fly_memory_mb: u32,
+    /// Fly.io cells keep their data in a managed Postgres of this plan
+    /// (SQLite on the volume when unset).
+    pub fly_postgres_plan: Option<String>,
+    pub fly_postgres_disk_gb: u32,
+    /// Converts Hetzner's EUR prices into the catalog's USD.
+    pub usd_per_eur: f64,
+    /// `local` cells from `dedicated` templates take this long to deliver
+    /// (demos and tests of stop-gap placement).
+    pub local_dedicated_delay_ms: u64,
 }
 
 /// Variables read from the environment as they are named in SPEC §3.
@@ -93,6 +135,10 @@ const ENV_NAMES: &[&str] = &[
     "YJS_SYNC_ENABLED",
     "MONITORING_ENABLED",
     "WEBHOST_ADMIN_TOKEN",
+    "FLY_ORG",
+    "FLY_FLAPS_BASE_URL",
+    "HCLOUD_ENDPOINT",
+    "HETZNER_ROBOT_URL",
 ];
 
 /// Settings also read from `WEBHOST_<NAME>` (the name upper-cased).
@@ -106,6 +152,25 @@ const PREFIXED: &[&str] = &[
     "local_provision_delay_ms",
     "job_backoff_scale",
     "webhook_allow_private",
+    "cell_image",
+    "deploy_url",
+    "cell_domain",
+    "cell_url",
+    "hetzner_server_type",
+    "hetzner_image",
+    "robot_product",
+    "robot_dist",
+    "ssh_key_fingerprints",
+    "ssh_identity_file",
+    "robot_test_orders",
+    "fly_app_prefix",
+    "fly_volume_gb",
+    "fly_cpus",
+    "fly_memory_mb",
+    "fly_postgres_plan",
+    "fly_postgres_disk_gb",
+    "usd_per_eur",
+    "local_dedicated_delay_ms",
 ];
 
 /// Whether WebHost reads the environment variable `name`: the SPEC §3
@@ -135,6 +200,7 @@ pub struct Overrides {
     pub job_lease_secs: Option<u64>,
     pub job_poll_ms: Option<u64>,
     pub local_provision_delay_ms: Option<u64>,
+    pub local_dedicated_delay_ms: Option<u64>,
     pub job_backoff_scale: Option<f64>,
     pub webhook_allow_private: Option<bool>,
 }
@@ -163,6 +229,18 @@ fn defaults() -> Figment {
         .merge(Serialized::default("infrastructure_provider", "local"))
         .merge(Serialized::default("yjs_sync_enabled", true))
         .merge(Serialized::default("monitoring_enabled", true))
+        .merge(Serialized::default("hetzner_server_type", "cx42"))
+        .merge(Serialized::default("hetzner_image", "debian-12"))
+        .merge(Serialized::default("robot_product", "AX52"))
+        .merge(Serialized::default("robot_dist", "Debian 12 base"))
+        .merge(Serialized::default("robot_test_orders", false))
+        .merge(Serialized::default("fly_app_prefix", "webhost-"))
+        .merge(Serialized::default("fly_volume_gb", 10))
+        .merge(Serialized::default("fly_cpus", 2))
+        .merge(Serialized::default("fly_memory_mb", 4096))
+        .merge(Serialized::default("fly_postgres_disk_gb", 20))
+        .merge(Serialized::default("usd_per_eur", 1.08))
+        .merge(Serialized::default("local_dedicated_delay_ms", 0))
 }
 
 fn overrides(figment: Figment, o: &Overrides) -> Figment {
@@ -187,6 +265,7 @@ fn overrides(figment: Figment, o: &Overrides) -> Figment {
         ("job_lease_secs", o.job_lease_secs),
         ("job_poll_ms", o.job_poll_ms),
         ("local_provision_delay_ms", o.local_provision_delay_ms),
+        ("local_dedicated_delay_ms", o.local_dedicated_delay_ms),
     ] {
         if let Some(value) = value {
             figment = figment.merge(Serialized::default(key, value));
@@ -201,15 +280,50 @@ fn overrides(figment: Figment, o: &Overrides) -> Figment {
     figment
 }
 
+/// The environment's layer: the SPEC §3 names as they are, `WEBHOST_*`
+/// without the prefix, values read the way figment's `Env` reads them
+/// (`10` a number, `true` a boolean).
+fn environment(vars: &[(String, String)]) -> Serialized<figment::value::Dict> {
+    let mut layer = figment::value::Dict::new();
+    for (name, value) in vars {
+        let key = if ENV_NAMES.contains(&name.as_str()) {
+            name.to_ascii_lowercase()
+        } else {
+            match name.strip_prefix("WEBHOST_") {
+                Some(rest) if PREFIXED.iter().any(|p| p.eq_ignore_ascii_case(rest)) => {
+                    rest.to_ascii_lowercase()
+                }
+                _ => continue,
+            }
+        };
+        let value = value
+            .parse::<figment::value::Value>()
+            .unwrap_or_else(|never| match never {});
+        layer.insert(key, value);
+    }
+    Serialized::defaults(layer)
+}
+
 impl Settings {
     /// Reads the layers; in embedded mode, generates missing secrets once
     /// under the data dir. In production mode a missing secret is an error
     /// naming its variable.
     pub fn load(o: &Overrides) -> anyhow::Result<Self> {
+        Self::load_from(o, std::env::vars())
+    }
+
+    /// [`Self::load`] with `vars` standing for the environment (tests; the
+    /// process environment is shared by every test thread).
+    pub fn load_from(
+        o: &Overrides,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let var = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let config = o
             .config
             .clone()
-            .or_else(|| std::env::var_os("WEBHOST_CONFIG").map(PathBuf::from));
+            .or_else(|| var("WEBHOST_CONFIG").map(PathBuf::from));
         if let Some(path) = &config {
             anyhow::ensure!(
                 path.exists(),
@@ -225,9 +339,7 @@ impl Settings {
             if let Some(path) = &config {
                 figment = figment.merge(Toml::file(path));
             }
-            let env = Env::raw().only(ENV_NAMES);
-            let named = Env::prefixed("WEBHOST_").only(PREFIXED);
-            overrides(figment.merge(env).merge(named), o)
+            overrides(figment.merge(environment(&vars)), o)
         };
         let first: Settings = layered(None).extract().context("reading settings")?;
         let settings = if first.mode == Mode::Embedded {

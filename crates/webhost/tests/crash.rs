@@ -1,6 +1,8 @@
 //! `kill -9` in the middle of provisioning a cell, then a restart: the job
-//! runs again from what was recorded, and exactly one cell results. Runs
-//! the real `webhost serve` binary on the embedded default (SQLite).
+//! runs again from what was recorded, and exactly one cell results — with
+//! the local provider, and with the hetzner provider against a stateful
+//! fake of the Hetzner Cloud API. Runs the real `webhost serve` binary on
+//! the embedded default (SQLite).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,6 +37,10 @@ struct Ports {
 }
 
 fn start(data: &Path, ports: &Ports) -> Server {
+    start_with(data, ports, &[])
+}
+
+fn start_with(data: &Path, ports: &Ports, env: &[(&str, String)]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_webhost"))
         .args(["serve", "--data-dir"])
         .arg(data)
@@ -51,6 +57,7 @@ fn start(data: &Path, ports: &Ports) -> Server {
         .env("WEBHOST_JOB_POLL_MS", "50")
         .env("RUST_LOG", "warn")
         .env_remove("DATABASE_URL")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -174,4 +181,352 @@ async fn kill_9_during_provisioning_then_restart_makes_exactly_one_cell() {
     let jobs = jobs["data"].as_array().expect("jobs");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0]["state"], "succeeded");
+}
+
+/// A stateful fake of the parts of the Hetzner Cloud API the provider uses.
+/// Servers stay `initializing` until the test lets them run; their health
+/// check (where `WEBHOST_CELL_URL` sends the control plane) answers once
+/// they do.
+mod hcloud {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    #[derive(Default)]
+    pub struct World {
+        pub servers: Vec<Value>,
+        pub firewalls: Vec<Value>,
+        pub server_posts: usize,
+        pub deletes: usize,
+        pub running: bool,
+        /// POST /servers answers 422 with this message.
+        pub refuse: Option<String>,
+        next: u64,
+    }
+
+    pub type Fake = Arc<Mutex<World>>;
+
+    fn authorised(headers: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
+        match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some("Bearer fake-hcloud-token") => Ok(()),
+            _ => Err((
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {"code": "unauthorized", "message": "bad token"}})),
+            )),
+        }
+    }
+
+    type Answer = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+    async fn list_servers(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Query(q): Query<Vec<(String, String)>>,
+    ) -> Answer {
+        authorised(&headers)?;
+        let world = fake.lock().unwrap();
+        let selector = q
+            .iter()
+            .find(|(k, _)| k == "label_selector")
+            .map(|(_, v)| v.clone());
+        let servers: Vec<Value> = world
+            .servers
+            .iter()
+            .filter(|s| match &selector {
+                Some(sel) => {
+                    let (key, value) = sel.split_once("==").expect("key==value selector");
+                    s["labels"][key] == value
+                }
+                None => true,
+            })
+            .map(|s| with_status(s, world.running))
+            .collect();
+        Ok(Json(json!({ "servers": servers })))
+    }
+
+    fn with_status(server: &Value, running: bool) -> Value {
+        let mut server = server.clone();
+        server["status"] = json!(if running { "running" } else { "initializing" });
+        server
+    }
+
+    async fn create_server(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> Result<(StatusCode, Json<Value>), (StatusCode, Json<Value>)> {
+        authorised(&headers)?;
+        let mut world = fake.lock().unwrap();
+        world.server_posts += 1;
+        if let Some(message) = &world.refuse {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"error": {"code": "invalid_input", "message": message}})),
+            ));
+        }
+        assert!(
+            body["user_data"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("#cloud-config")),
+            "{body}"
+        );
+        world.next += 1;
+        let id = world.next;
+        let server = json!({
+            "id": id,
+            "name": body["name"],
+            "labels": body["labels"],
+            "status": "initializing",
+        });
+        world.servers.push(server.clone());
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "server": server,
+                "action": {"id": 1000 + id, "status": "running", "error": null},
+            })),
+        ))
+    }
+
+    async fn one_server(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(id): Path<u64>,
+    ) -> Answer {
+        authorised(&headers)?;
+        let world = fake.lock().unwrap();
+        world
+            .servers
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| Json(json!({ "server": with_status(s, world.running) })))
+            .ok_or((
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": "no such server"}})),
+            ))
+    }
+
+    async fn delete_server(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(id): Path<u64>,
+    ) -> Answer {
+        authorised(&headers)?;
+        let mut world = fake.lock().unwrap();
+        let before = world.servers.len();
+        world.servers.retain(|s| s["id"] != id);
+        if world.servers.len() == before {
+            return Err((
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": "no such server"}})),
+            ));
+        }
+        world.deletes += 1;
+        Ok(Json(
+            json!({"action": {"id": 9000 + id, "status": "running", "error": null}}),
+        ))
+    }
+
+    async fn action(headers: HeaderMap, Path(id): Path<u64>) -> Answer {
+        authorised(&headers)?;
+        Ok(Json(
+            json!({"action": {"id": id, "status": "success", "error": null}}),
+        ))
+    }
+
+    async fn firewalls(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Query(q): Query<Vec<(String, String)>>,
+    ) -> Answer {
+        authorised(&headers)?;
+        let world = fake.lock().unwrap();
+        let name = q.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone());
+        let found: Vec<Value> = world
+            .firewalls
+            .iter()
+            .filter(|f| name.as_ref().is_none_or(|n| f["name"] == n.as_str()))
+            .cloned()
+            .collect();
+        Ok(Json(json!({ "firewalls": found })))
+    }
+
+    async fn create_firewall(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> Result<(StatusCode, Json<Value>), (StatusCode, Json<Value>)> {
+        authorised(&headers)?;
+        let mut world = fake.lock().unwrap();
+        let firewall = json!({"id": 77, "name": body["name"], "rules": body["rules"]});
+        world.firewalls.push(firewall.clone());
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"firewall": firewall, "actions": []})),
+        ))
+    }
+
+    async fn server_types(headers: HeaderMap) -> Answer {
+        authorised(&headers)?;
+        Ok(Json(json!({"server_types": [{
+            "name": "cx42",
+            "prices": [{
+                "location": "fsn1",
+                "price_hourly": {"net": "0.0300", "gross": "0.0357"},
+                "price_monthly": {"net": "18.5000000000", "gross": "22.0150000000"},
+            }],
+        }]})))
+    }
+
+    async fn health(State(fake): State<Fake>) -> StatusCode {
+        if fake.lock().unwrap().running {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+
+    /// Serves the fake; answers its base URL.
+    pub async fn start(fake: Fake) -> String {
+        let app = Router::new()
+            .route("/servers", get(list_servers).post(create_server))
+            .route("/servers/{id}", get(one_server).delete(delete_server))
+            .route("/actions/{id}", get(action))
+            .route("/firewalls", get(firewalls).post(create_firewall))
+            .route("/server_types", get(server_types))
+            .route("/cell/{name}/api/health", get(health))
+            .with_state(fake);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("fake serves") });
+        url
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_hetzner_cloud_server_boots_then_restart_adopts_it() {
+    let fake = hcloud::Fake::default();
+    let hcloud = hcloud::start(fake.clone()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let ports = Ports {
+        http: free_port(),
+        osmand: free_port(),
+        teltonika: free_port(),
+    };
+    let base = format!("http://127.0.0.1:{}", ports.http);
+    // Only Hetzner Cloud is configured (no Robot credentials): the hobby
+    // pool's cells are cloud servers.
+    let env = [
+        ("HETZNER_API_TOKEN", "fake-hcloud-token".to_string()),
+        ("HCLOUD_ENDPOINT", hcloud.clone()),
+        ("WEBHOST_CONTROL_URL", base.clone()),
+        ("WEBHOST_CELL_DOMAIN", "cells.example.test".to_string()),
+        (
+            "WEBHOST_CELL_IMAGE",
+            "ghcr.io/example/webhost:1".to_string(),
+        ),
+        (
+            "WEBHOST_DEPLOY_URL",
+            "https://example.test/deploy.tar.gz".to_string(),
+        ),
+        ("WEBHOST_CELL_URL", format!("{hcloud}/cell/{{name}}")),
+    ];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // First start queues the hobby pool's first cell; the server is made
+    // at the fake and boots.
+    let first = start_with(data, &ports, &env);
+    healthy(&client, &base).await;
+    let token = admin_token(data);
+    let cell = wait_for("the server to be made and recorded", async || {
+        let cells = get(&client, &base, &token, "/api/admin/cells?pool=hetzner").await?;
+        let cell = cells["data"].as_array()?.first()?.clone();
+        let step = cell["progress"]["step"].as_str().unwrap_or_default();
+        (cell["resource"].is_object() && step.contains("creating the server")).then_some(cell)
+    })
+    .await;
+    assert_eq!(cell["status"], "provisioning", "{cell}");
+    assert_eq!(cell["template"], "hetzner-cloud-cx42", "{cell}");
+    let id = cell["id"].as_str().expect("id").to_string();
+    drop(first); // SIGKILL, mid-provisioning
+
+    let _second = start_with(data, &ports, &env);
+    healthy(&client, &base).await;
+    fake.lock().unwrap().running = true;
+    let cell = wait_for("the cell to turn active", async || {
+        let cell = get(&client, &base, &token, &format!("/api/admin/cells/{id}")).await?;
+        (cell["status"] == "active").then_some(cell)
+    })
+    .await;
+    assert_eq!(cell["url"], format!("{hcloud}/cell/hetzner-fsn1-1"));
+    // Hetzner's price list, not the template's figure: €18.50 at 1.08.
+    assert_eq!(cell["monthly_cost_cents"], 1998, "{cell}");
+    {
+        let world = fake.lock().unwrap();
+        assert_eq!(world.server_posts, 1, "the restart adopted the server");
+        assert_eq!(world.servers.len(), 1);
+        assert_eq!(world.firewalls.len(), 1);
+    }
+
+    // A refusal (a permanent 4xx) ends the job at once, failed, with
+    // Hetzner's words on the cell and the job; nothing is left behind.
+    fake.lock().unwrap().refuse = Some("server type cx42 is unavailable in fsn1".into());
+    let made: Value = client
+        .post(format!("{base}/api/admin/cells"))
+        .bearer_auth(&token)
+        .json(&json!({ "pool": "hetzner", "region": "fsn1", "kind": "cloud" }))
+        .send()
+        .await
+        .expect("create cell")
+        .json()
+        .await
+        .expect("json");
+    let refused = made["id"].as_str().expect("id").to_string();
+    let cell = wait_for("the refused cell to fail", async || {
+        let cell = get(
+            &client,
+            &base,
+            &token,
+            &format!("/api/admin/cells/{refused}"),
+        )
+        .await?;
+        (cell["status"] == "failed").then_some(cell)
+    })
+    .await;
+    let error = cell["last_error"].as_str().expect("last error");
+    assert!(error.contains("422"), "{error}");
+    assert!(error.contains("unavailable in fsn1"), "{error}");
+    let jobs = get(
+        &client,
+        &base,
+        &token,
+        "/api/admin/jobs?kind=provision_cell&state=failed",
+    )
+    .await
+    .expect("jobs");
+    let jobs = jobs["data"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(
+        jobs[0]["attempts"], 1,
+        "refused once, not retried: {jobs:?}"
+    );
+    assert!(
+        jobs[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unavailable in fsn1")),
+        "{jobs:?}"
+    );
+    let world = fake.lock().unwrap();
+    assert_eq!(world.server_posts, 2);
+    assert_eq!(world.servers.len(), 1, "the refused create left nothing");
 }

@@ -69,6 +69,16 @@ tuned_stories!(
     cells_are_provisioned_drained_and_retired_by_the_operator,
 );
 
+/// Dedicated (hetzner AX52) cells take this long to deliver; cloud ones
+/// come at once.
+fn slow_dedicated_servers(o: &mut Overrides) {
+    o.local_dedicated_delay_ms = Some(20_000);
+}
+
+tuned_stories!(
+    slow_dedicated_servers: hobby_tenants_wait_on_a_stop_gap_cloud_cell_while_the_dedicated_server_is_delivered
+);
+
 fn cell<'a>(cells: &'a Answer, name: &str) -> Option<&'a Value> {
     cells.body["data"]
         .as_array()
@@ -899,4 +909,97 @@ async fn a_registered_cell_turns_active_only_once_its_health_check_passes(app: T
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(job["attempts"].as_u64().expect("attempts") >= 2, "{job}");
+}
+
+async fn hobby_tenants_wait_on_a_stop_gap_cloud_cell_while_the_dedicated_server_is_delivered(
+    app: TestApp,
+) {
+    // First start ordered the hobby pool's dedicated server; it is not
+    // delivered yet.
+    let dedicated = wait_cell(&app, "hetzner-fsn1-1", |_| true).await;
+    assert_eq!(dedicated["status"], "provisioning", "{dedicated}");
+    assert_eq!(dedicated["template"], "hetzner-ax52");
+    assert_eq!(dedicated["stop_gap"], false);
+
+    // A hobby signup does not wait for it: a cloud server (the pool's
+    // stop-gap template) takes the tenant, and no second dedicated server
+    // is ordered while one is on its way.
+    let early = app.signup("hobby", "DE").await;
+    assert_eq!(
+        early.body["tenant"]["cell"], "hetzner-fsn1-2",
+        "{}",
+        early.body
+    );
+    let gap = wait_cell(&app, "hetzner-fsn1-2", |c| c["status"] == "active").await;
+    assert_eq!(gap["template"], "hetzner-cloud-cx42");
+    assert_eq!(gap["stop_gap"], true);
+    assert_eq!(gap["capacity"], 40);
+    let cells = app
+        .admin(Method::GET, "/api/admin/cells?pool=hetzner", None)
+        .await;
+    assert_eq!(
+        cells.body["data"].as_array().expect("cells").len(),
+        2,
+        "{}",
+        cells.body
+    );
+    let second = app.signup("hobby", "AT").await;
+    assert_eq!(
+        second.body["tenant"]["cell"], "hetzner-fsn1-2",
+        "the stop-gap has room"
+    );
+
+    // The tenants on it are marked for moving; the operator sees what the
+    // stop-gap costs.
+    let tenants = app
+        .admin(Method::GET, "/api/admin/tenants?pool=hetzner", None)
+        .await;
+    for row in tenants.body["data"].as_array().expect("tenants") {
+        let why = row["move_wanted"].as_str().unwrap_or_default();
+        assert!(why.contains("stop-gap cell hetzner-fsn1-2"), "{row}");
+    }
+    let economics = app.admin(Method::GET, "/api/admin/economics", None).await;
+    assert_eq!(
+        economics.body["totals"]["stop_gap_cost_cents"], 2000,
+        "{}",
+        economics.body
+    );
+    let pools = app.admin(Method::GET, "/api/admin/pools", None).await;
+    let hetzner = pools.body["data"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .find(|p| p["name"] == "hetzner")
+        .expect("hetzner pool");
+    let templates = &hetzner["templates"];
+    assert!(
+        templates
+            .as_array()
+            .expect("templates")
+            .iter()
+            .any(|t| t["name"] == "hetzner-cloud-cx42"
+                && t["stop_gap"] == true
+                && t["kind"] == "cloud"),
+        "{templates}"
+    );
+
+    // Once the dedicated server is active, new tenants go there.
+    wait_cell(&app, "hetzner-fsn1-1", |c| c["status"] == "active").await;
+    let late = app.signup("hobby", "DE").await;
+    assert_eq!(
+        late.body["tenant"]["cell"], "hetzner-fsn1-1",
+        "{}",
+        late.body
+    );
+    assert_eq!(late.body["tenant"]["status"], "active");
+    let tenants = app
+        .admin(Method::GET, "/api/admin/tenants?pool=hetzner", None)
+        .await;
+    let moving = tenants.body["data"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .filter(|t| !t["move_wanted"].is_null())
+        .count();
+    assert_eq!(moving, 2, "{}", tenants.body);
 }
