@@ -386,6 +386,9 @@ impl Provider for HetznerCloud {
     async fn destroy(&self, spec: &CellSpec, resource: &Resource) -> anyhow::Result<()> {
         let id = match self.server_of(spec).await? {
             Some(server) => server.id.to_string(),
+            // Nothing labelled for the cell, and no server id recorded (a
+            // refused create cleaning up): nothing to delete.
+            None if resource.external_id.parse::<u64>().is_err() => return Ok(()),
             None => resource.external_id.clone(),
         };
         let answer = self

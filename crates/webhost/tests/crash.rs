@@ -505,6 +505,7 @@ async fn kill_9_while_a_hetzner_cloud_server_boots_then_restart_adopts_it() {
     .await;
     let error = cell["last_error"].as_str().expect("last error");
     assert!(error.contains("422"), "{error}");
+    assert!(!error.contains("cleaning up failed"), "{error}");
     assert!(error.contains("unavailable in fsn1"), "{error}");
     let jobs = get(
         &client,
@@ -529,4 +530,330 @@ async fn kill_9_while_a_hetzner_cloud_server_boots_then_restart_adopts_it() {
     let world = fake.lock().unwrap();
     assert_eq!(world.server_posts, 2);
     assert_eq!(world.servers.len(), 1, "the refused create left nothing");
+}
+
+/// A stateful fake of the Fly Machines API and Managed Postgres, as the
+/// `fly` provider uses them. Clusters stay `provisioning` until the test
+/// lets them be ready; machines start at once.
+mod flaps {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    #[derive(Default)]
+    pub struct World {
+        pub apps: Vec<String>,
+        pub clusters: Vec<Value>,
+        pub cluster_posts: usize,
+        pub db_ready: bool,
+        pub secrets: BTreeMap<String, BTreeMap<String, Value>>,
+        pub volumes: Vec<(String, Value)>,
+        pub machines: Vec<(String, Value)>,
+        next: u64,
+    }
+
+    pub type Fake = Arc<Mutex<World>>;
+    type Failure = (StatusCode, Json<Value>);
+
+    fn authorised(headers: &HeaderMap) -> Result<(), Failure> {
+        match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some("Bearer fake-fly-token") => Ok(()),
+            _ => Err((
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "unauthorized"})),
+            )),
+        }
+    }
+
+    fn next_id(world: &mut World, prefix: &str) -> String {
+        world.next += 1;
+        format!("{prefix}{}", world.next)
+    }
+
+    fn with_status(cluster: &Value, ready: bool) -> Value {
+        let mut cluster = cluster.clone();
+        if ready {
+            cluster["status"] = json!("ready");
+            cluster["endpoints"] =
+                json!({"primary": {"direct": {"host": "db.flycast", "port": 5432}}});
+        }
+        cluster
+    }
+
+    async fn app(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(app): Path<String>,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        if fake.lock().unwrap().apps.contains(&app) {
+            Ok(Json(json!({"name": app, "status": "deployed"})))
+        } else {
+            Err((
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "app not found"})),
+            ))
+        }
+    }
+
+    async fn create_app(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> Result<StatusCode, Failure> {
+        authorised(&headers)?;
+        let name = body["app_name"].as_str().expect("app_name").to_string();
+        let mut world = fake.lock().unwrap();
+        if world.apps.contains(&name) {
+            return Err((StatusCode::CONFLICT, Json(json!({"error": "name_taken"}))));
+        }
+        world.apps.push(name);
+        Ok(StatusCode::CREATED)
+    }
+
+    async fn clusters(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        let world = fake.lock().unwrap();
+        let data: Vec<Value> = world
+            .clusters
+            .iter()
+            .map(|c| with_status(c, world.db_ready))
+            .collect();
+        Ok(Json(json!({ "data": data })))
+    }
+
+    async fn create_cluster(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        assert_eq!(body["postgis_enabled"], true, "{body}");
+        let mut world = fake.lock().unwrap();
+        world.cluster_posts += 1;
+        let id = next_id(&mut world, "pg");
+        let cluster = json!({"id": id, "name": body["name"], "status": "provisioning"});
+        world.clusters.push(cluster.clone());
+        Ok(Json(json!({ "data": cluster })))
+    }
+
+    async fn cluster(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(id): Path<String>,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        let world = fake.lock().unwrap();
+        world
+            .clusters
+            .iter()
+            .find(|c| c["id"] == id.as_str())
+            .map(|c| Json(json!({ "data": with_status(c, world.db_ready) })))
+            .ok_or((StatusCode::NOT_FOUND, Json(json!({"error": "not found"}))))
+    }
+
+    async fn credentials(headers: HeaderMap) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        Ok(Json(
+            json!({"data": {"username": "fly-user", "password": "p@ss"}}),
+        ))
+    }
+
+    async fn set_secrets(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(app): Path<String>,
+        Json(body): Json<Value>,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        let mut world = fake.lock().unwrap();
+        let values = body["values"].as_object().expect("values").clone();
+        world.secrets.entry(app).or_default().extend(values);
+        Ok(Json(json!({"secrets": [], "version": 1})))
+    }
+
+    async fn volumes(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(app): Path<String>,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        let world = fake.lock().unwrap();
+        let of_app: Vec<Value> = world
+            .volumes
+            .iter()
+            .filter(|(a, _)| *a == app)
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok(Json(json!(of_app)))
+    }
+
+    async fn create_volume(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(app): Path<String>,
+        Json(body): Json<Value>,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        let mut world = fake.lock().unwrap();
+        let id = next_id(&mut world, "vol_");
+        let volume = json!({"id": id, "name": body["name"], "region": body["region"]});
+        world.volumes.push((app, volume.clone()));
+        Ok(Json(volume))
+    }
+
+    async fn machines(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(app): Path<String>,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        let world = fake.lock().unwrap();
+        let of_app: Vec<Value> = world
+            .machines
+            .iter()
+            .filter(|(a, _)| *a == app)
+            .map(|(_, m)| m.clone())
+            .collect();
+        Ok(Json(json!(of_app)))
+    }
+
+    async fn create_machine(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Path(app): Path<String>,
+        Json(body): Json<Value>,
+    ) -> Result<Json<Value>, Failure> {
+        authorised(&headers)?;
+        let mut world = fake.lock().unwrap();
+        assert!(
+            world
+                .secrets
+                .get(&app)
+                .is_some_and(|s| s.contains_key("DATABASE_URL")),
+            "the machine boots with its database"
+        );
+        let id = next_id(&mut world, "m");
+        let machine = json!({
+            "id": id,
+            "name": body["name"],
+            "state": "started",
+            "region": body["region"],
+            "config": {"metadata": body["config"]["metadata"]},
+        });
+        world.machines.push((app, machine.clone()));
+        Ok(Json(machine))
+    }
+
+    async fn health(State(fake): State<Fake>) -> StatusCode {
+        if fake.lock().unwrap().machines.is_empty() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }
+    }
+
+    /// Serves the fake; answers its base URL (the provider adds `/v1`).
+    pub async fn start(fake: Fake) -> String {
+        let app = Router::new()
+            .route("/v1/apps", post(create_app))
+            .route("/v1/apps/{app}", get(app))
+            .route("/v1/apps/{app}/secrets", post(set_secrets))
+            .route("/v1/apps/{app}/volumes", get(volumes).post(create_volume))
+            .route(
+                "/v1/apps/{app}/machines",
+                get(machines).post(create_machine),
+            )
+            .route("/v1/postgres", get(clusters).post(create_cluster))
+            .route("/v1/postgres/{id}", get(cluster))
+            .route(
+                "/v1/postgres/{id}/users/fly-user/credentials",
+                get(credentials),
+            )
+            .route("/cell/{name}/api/health", get(health))
+            .with_state(fake);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("fake serves") });
+        url
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_fly_cells_database_is_made_then_restart_finishes_it() {
+    let fake = flaps::Fake::default();
+    let flaps = flaps::start(fake.clone()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let ports = Ports {
+        http: free_port(),
+        osmand: free_port(),
+        teltonika: free_port(),
+    };
+    let base = format!("http://127.0.0.1:{}", ports.http);
+    let env = [
+        ("FLY_API_TOKEN", "fake-fly-token".to_string()),
+        ("FLY_ORG", "acme".to_string()),
+        ("FLY_FLAPS_BASE_URL", flaps.clone()),
+        ("WEBHOST_FLY_POSTGRES_PLAN", "basic".to_string()),
+        ("WEBHOST_CONTROL_URL", base.clone()),
+        (
+            "WEBHOST_CELL_IMAGE",
+            "ghcr.io/example/webhost:1".to_string(),
+        ),
+        ("WEBHOST_CELL_URL", format!("{flaps}/cell/{{name}}")),
+    ];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // First start queues the paid pool's first cell: the app is made and
+    // its database cluster asked for.
+    let first = start_with(data, &ports, &env);
+    healthy(&client, &base).await;
+    let token = admin_token(data);
+    let cell = wait_for("the database to be under way", async || {
+        let cells = get(&client, &base, &token, "/api/admin/cells?pool=fly").await?;
+        let cell = cells["data"].as_array()?.first()?.clone();
+        let step = cell["progress"]["step"].as_str().unwrap_or_default();
+        (step == "creating the database").then_some(cell)
+    })
+    .await;
+    assert_eq!(cell["status"], "provisioning", "{cell}");
+    let id = cell["id"].as_str().expect("id").to_string();
+    drop(first); // SIGKILL, while the cluster is being made
+
+    let _second = start_with(data, &ports, &env);
+    healthy(&client, &base).await;
+    fake.lock().unwrap().db_ready = true;
+    let cell = wait_for("the cell to turn active", async || {
+        let cell = get(&client, &base, &token, &format!("/api/admin/cells/{id}")).await?;
+        (cell["status"] == "active").then_some(cell)
+    })
+    .await;
+    assert_eq!(cell["url"], format!("{flaps}/cell/fly-iad-1"));
+    let world = fake.lock().unwrap();
+    assert_eq!(world.apps, vec!["webhost-fly-iad-1".to_string()]);
+    assert_eq!(world.cluster_posts, 1, "the restart adopted the cluster");
+    assert_eq!(world.clusters.len(), 1);
+    assert_eq!(world.volumes.len(), 1);
+    assert_eq!(world.machines.len(), 1);
+    let secrets = &world.secrets["webhost-fly-iad-1"];
+    assert_eq!(
+        secrets["DATABASE_URL"],
+        "postgres://fly-user:p%40ss@db.flycast:5432/fly-db"
+    );
+    assert_eq!(secrets["WEBHOST_CELL_ID"], id.as_str());
+    assert_eq!(secrets["WEBHOST_CONTROL_URL"], base.as_str());
 }
