@@ -105,6 +105,7 @@ fn pure_crates_and_ports_depend_on_nothing_above_them() {
         "webhost-contract",
         "webhost-storage",
         "webhost-provider",
+        "webhost-move",
     ] {
         for on in above {
             assert_no_dependency(&deps, pure, on);
