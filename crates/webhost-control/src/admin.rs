@@ -13,8 +13,8 @@ use webhost_domain::{
 use webhost_http::auth::OperatorCaller;
 use webhost_http::ApiError;
 use webhost_storage::{
-    Cell, CellStatus, CellUpdate, Job, JobFilter, JobState, MeasuredUsage, TenantFilter,
-    TenantPlacement, TenantStatus,
+    Cell, CellStatus, CellUpdate, Job, JobFilter, JobState, MeasuredUsage, TenantBilling,
+    TenantFilter, TenantPlacement, TenantStatus,
 };
 
 use crate::cells::{queue_cell, RetireCell, RetirePayload};
@@ -667,6 +667,9 @@ pub struct TenantRow {
     /// Why it is due to move, when it is: placed on a stop-gap cell while
     /// no regular cell of its pool had room.
     pub move_wanted: Option<String>,
+    /// What Stripe has told of it (customer, subscription, status, past due
+    /// since, suspension reason, plan wanted); `null` while nothing.
+    pub billing: Option<TenantBilling>,
 }
 
 impl From<TenantPlacement> for TenantRow {
@@ -687,6 +690,7 @@ impl From<TenantPlacement> for TenantRow {
             created_at: t.created_at,
             usage: p.usage,
             move_wanted: None,
+            billing: p.billing,
         }
     }
 }

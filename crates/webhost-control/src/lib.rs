@@ -3,6 +3,7 @@
 //! every cell, local or remote, through the cell's HTTP API only.
 
 mod admin;
+pub mod billing;
 pub mod cells;
 mod devices;
 pub mod economics;
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use webhost_api::{Anonymous, Api};
 use webhost_http::auth::{InternalAuth, InternalKeys, UserTokens};
@@ -23,6 +24,7 @@ use webhost_http::client::InternalClient;
 use webhost_http::health::{HealthReport, ServiceHealth};
 use webhost_storage::ControlStore;
 
+pub use billing::{BillingSettings, WebhookSecret};
 pub use cells::{ProvisionCell, RetireCell};
 pub use identity::ApiKeySecret;
 pub use provider::{ensure_cells, provision_cell, Providers};
@@ -40,6 +42,7 @@ pub struct ControlState {
     placing: Arc<tokio::sync::Mutex<()>>,
     login_limiter: Arc<identity::LoginLimiter>,
     region: String,
+    billing: BillingSettings,
 }
 
 impl FromRef<ControlState> for InternalAuth {
@@ -57,6 +60,8 @@ pub struct ControlParts {
     /// registers its handlers on it.
     pub jobs: Jobs,
     pub region: String,
+    /// Stripe: the webhook secret and the grace period of unpaid invoices.
+    pub billing: BillingSettings,
 }
 
 /// Signup and login: no credentials.
@@ -105,6 +110,7 @@ pub fn build(parts: ControlParts) -> ControlPlane {
             providers: parts.providers.clone(),
         });
     let jobs = maintenance::schedule(jobs, &parts.store, &cells);
+    let jobs = billing::schedule(jobs, &parts.store, parts.billing.grace);
     let state = ControlState {
         store: parts.store,
         tokens: parts.tokens,
@@ -118,10 +124,14 @@ pub fn build(parts: ControlParts) -> ControlPlane {
         placing: Arc::default(),
         login_limiter: Arc::new(identity::LoginLimiter::new()),
         region: parts.region,
+        billing: parts.billing,
     };
     let router = Router::new()
         .route("/api/health", get(health))
         .merge(public_api().router())
+        // Raw bytes and a Stripe signature, not an `Operation`: the HMAC is
+        // over the body exactly as sent.
+        .route(billing::WEBHOOK_PATH, post(billing::stripe_webhook))
         .merge(tenant_api().router())
         .route(
             webhost_contract::paths::DEVICE_ROUTE,

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Full;
 use webhost_domain::TenantId;
@@ -15,7 +15,8 @@ use crate::EdgeState;
 /// Where a public path goes.
 #[derive(Debug, PartialEq, Eq)]
 enum Destination {
-    /// Control plane, no credentials needed (signup, login).
+    /// Control plane, no credentials needed (signup, login, and Stripe's
+    /// webhook, which its signature authenticates).
     ControlPublic,
     /// Control plane, for an authenticated tenant.
     Control,
@@ -29,7 +30,10 @@ fn classify(path: &str) -> Option<Destination> {
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
     if under("/api/admin") {
         Some(Destination::Admin)
-    } else if path == "/api/v1/signup" || path == "/api/v1/login" {
+    } else if path == "/api/v1/signup"
+        || path == "/api/v1/login"
+        || path == "/api/v1/billing/stripe/webhook"
+    {
         Some(Destination::ControlPublic)
     } else if under("/api/v1/api-keys") || under("/api/v1/subscription") {
         Some(Destination::Control)
@@ -252,11 +256,20 @@ async fn try_forward(
                     )
                 });
             }
-            if route.tenant_status != TenantStatus::Active {
-                return Err(ApiError::forbidden(format!(
-                    "the account is {}; contact support",
-                    route.tenant_status.as_str()
-                )));
+            if route.tenant_status == TenantStatus::Suspended
+                && !matches!(parts.method, Method::GET | Method::HEAD)
+            {
+                // Suspended by billing (unpaid past the grace period, or the
+                // subscription ended): the customer keeps reading their data
+                // (and WebSocket upgrades, which are GETs); writes wait for
+                // the payment. Device fixes are still stored (devices.rs
+                // does not look at the status): no hole in the history.
+                return Err(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_required",
+                    "the account is suspended for non-payment: update the payment method \
+                     (or renew the subscription) to make changes again; reading data still works",
+                ));
             }
             (
                 route.cell_url,
@@ -428,6 +441,15 @@ mod tests {
     #[test]
     fn paths_are_classified() {
         assert_eq!(classify("/api/v1/signup"), Some(Destination::ControlPublic));
+        assert_eq!(
+            classify("/api/v1/billing/stripe/webhook"),
+            Some(Destination::ControlPublic)
+        );
+        assert_eq!(
+            classify("/api/v1/billing/stripe/webhook/x"),
+            Some(Destination::Cell),
+            "only the exact path is public"
+        );
         assert_eq!(classify("/api/v1/api-keys/x"), Some(Destination::Control));
         assert_eq!(classify("/api/v1/subscription"), Some(Destination::Control));
         assert_eq!(classify("/api/v1/vehicles"), Some(Destination::Cell));

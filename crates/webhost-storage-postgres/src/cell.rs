@@ -17,6 +17,7 @@ use webhost_storage::{
     PageRequest, PositionBucket, SilentVehicle, StorageError, StorageResult, Vehicle, VehiclePatch,
     VehicleRef, VehicleTracking,
 };
+use webhost_storage::{Chunk, Cursor, Record, TransferTable};
 
 use crate::{corrupt, map_err, open_pool, unexpected};
 
@@ -76,14 +77,16 @@ pub(crate) fn vehicle_from_row(row: &PgRow) -> StorageResult<Vehicle> {
     })
 }
 
-fn device_conflict(device: Option<&DeviceId>) -> impl FnOnce(&str) -> Option<Conflict> + '_ {
+pub(crate) fn device_conflict(
+    device: Option<&DeviceId>,
+) -> impl FnOnce(&str) -> Option<Conflict> + '_ {
     move |constraint| {
         (constraint == "vehicles_device_id_key")
             .then(|| Conflict::DeviceTaken(device.map(ToString::to_string).unwrap_or_default()))
     }
 }
 
-fn attributes_json(attributes: &Attributes) -> serde_json::Value {
+pub(crate) fn attributes_json(attributes: &Attributes) -> serde_json::Value {
     serde_json::Value::Object(attributes.as_map().clone())
 }
 
@@ -540,5 +543,21 @@ impl CellStore for PgCellStore {
         page: PageRequest<WebhookAttemptId>,
     ) -> StorageResult<Page<WebhookAttempt, WebhookAttemptId>> {
         self.webhook_attempts_impl(tenant, webhook, page).await
+    }
+
+    async fn export_chunk(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        after: Option<&Cursor>,
+        limit: u32,
+        history_since: Option<DateTime<Utc>>,
+    ) -> StorageResult<Chunk> {
+        self.export_chunk_impl(tenant, table, after, limit, history_since)
+            .await
+    }
+
+    async fn import(&self, tenant: TenantId, records: &[Record]) -> StorageResult<u64> {
+        self.import_impl(tenant, records).await
     }
 }

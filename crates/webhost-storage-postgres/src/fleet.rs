@@ -16,14 +16,16 @@ use webhost_storage::{
 
 use crate::{corrupt, unexpected};
 
-const GEOFENCE_COLUMNS: &str = "id, name, kind, geometry, center_lat, center_lon, radius_m, \
+pub(crate) const GEOFENCE_COLUMNS: &str =
+    "id, name, kind, geometry, center_lat, center_lon, radius_m, \
      created_at, updated_at";
-const EVENT_COLUMNS: &str = "id, type, vehicle_id, geofence_id, time, lat, lon, speed, heading, \
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, type, vehicle_id, geofence_id, time, lat, lon, speed, heading, \
      altitude, accuracy, valid, attributes";
 
 /// The PostGIS geometry of a shape from its bound columns: the polygon
 /// itself ($kind = 'polygon', $geometry the GeoJSON), or the circle's centre.
-fn geom_sql(kind: &str, geometry: &str, lat: &str, lon: &str) -> String {
+pub(crate) fn geom_sql(kind: &str, geometry: &str, lat: &str, lon: &str) -> String {
     format!(
         "CASE WHEN {kind} = 'polygon' \
          THEN ST_SetSRID(ST_GeomFromGeoJSON({geometry}::text), 4326) \
@@ -31,11 +33,11 @@ fn geom_sql(kind: &str, geometry: &str, lat: &str, lon: &str) -> String {
     )
 }
 
-fn json_error(err: serde_json::Error) -> StorageError {
+pub(crate) fn json_error(err: serde_json::Error) -> StorageError {
     StorageError::Unexpected(err.into())
 }
 
-fn geofence_from_row(row: &PgRow) -> StorageResult<Geofence> {
+pub(crate) fn geofence_from_row(row: &PgRow) -> StorageResult<Geofence> {
     let geometry: Option<serde_json::Value> = row.try_get("geometry").map_err(unexpected)?;
     let kind: String = row.try_get("kind").map_err(unexpected)?;
     Ok(Geofence {
@@ -53,7 +55,7 @@ fn geofence_from_row(row: &PgRow) -> StorageResult<Geofence> {
     })
 }
 
-fn event_from_row(row: &PgRow) -> StorageResult<Event> {
+pub(crate) fn event_from_row(row: &PgRow) -> StorageResult<Event> {
     let kind: String = row.try_get("type").map_err(unexpected)?;
     let vehicle_id = VehicleId::from_uuid(row.try_get("vehicle_id").map_err(unexpected)?);
     let time: DateTime<Utc> = row.try_get("time").map_err(unexpected)?;

@@ -6,6 +6,7 @@ mod fleet;
 mod jobs;
 mod positions;
 mod retention;
+mod transfer;
 mod usage;
 mod webhooks;
 

@@ -16,10 +16,10 @@ use crate::{corrupt, unexpected};
 
 /// A fix's columns, in the order [`fix_from_row`] reads them. Empty
 /// attributes come back as NULL, so the common case decodes no JSON.
-const FIX_COLUMNS: &str =
+pub(crate) const FIX_COLUMNS: &str =
     "time, lat, lon, speed, heading, altitude, accuracy, valid, NULLIF(attributes, '{}'::jsonb)";
 
-const UNNEST: &str = "SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[], \
+pub(crate) const UNNEST: &str = "SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[], \
      $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], \
      $10::bool[], $11::jsonb[])";
 
@@ -56,7 +56,7 @@ fn fix_from_row(row: &PgRow, first: usize) -> StorageResult<Fix> {
 
 /// Column arrays for UNNEST.
 #[derive(Default)]
-struct Columns {
+pub(crate) struct Columns {
     vehicle: Vec<uuid::Uuid>,
     time: Vec<DateTime<Utc>>,
     tenant: Vec<uuid::Uuid>,
@@ -71,7 +71,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn of<'a>(rows: impl IntoIterator<Item = &'a NewPosition>) -> Self {
+    pub(crate) fn of<'a>(rows: impl IntoIterator<Item = &'a NewPosition>) -> Self {
         let mut c = Self::default();
         for row in rows {
             let fix = &row.position.fix;
@@ -93,7 +93,7 @@ impl Columns {
         c
     }
 
-    fn bind<'q>(
+    pub(crate) fn bind<'q>(
         self,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {

@@ -15,16 +15,16 @@ use webhost_storage::{
 
 use crate::{corrupt, unexpected, PgCellStore};
 
-const WEBHOOK_COLUMNS: &str = "id, url, events, enabled, description, secret, \
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, url, events, enabled, description, secret, \
      consecutive_failures, disabled_reason, created_at, updated_at";
-const ATTEMPT_COLUMNS: &str =
+pub(crate) const ATTEMPT_COLUMNS: &str =
     "id, webhook_id, delivery_id, event_id, event_type, attempt, status_code, error, duration_ms, at";
 
-fn event_names(events: &[EventType]) -> Vec<&'static str> {
+pub(crate) fn event_names(events: &[EventType]) -> Vec<&'static str> {
     events.iter().map(|e| e.as_str()).collect()
 }
 
-fn webhook_from_row(row: &PgRow) -> StorageResult<Webhook> {
+pub(crate) fn webhook_from_row(row: &PgRow) -> StorageResult<Webhook> {
     let names: Vec<String> = row.try_get("events").map_err(unexpected)?;
     let events = names
         .iter()
@@ -50,7 +50,7 @@ fn webhook_from_row(row: &PgRow) -> StorageResult<Webhook> {
     })
 }
 
-fn attempt_from_row(row: &PgRow) -> StorageResult<WebhookAttempt> {
+pub(crate) fn attempt_from_row(row: &PgRow) -> StorageResult<WebhookAttempt> {
     let kind: String = row.try_get("event_type").map_err(unexpected)?;
     Ok(WebhookAttempt {
         id: WebhookAttemptId::from_uuid(row.try_get("id").map_err(unexpected)?),
@@ -72,7 +72,7 @@ fn attempt_from_row(row: &PgRow) -> StorageResult<WebhookAttempt> {
     })
 }
 
-fn int4(n: u32) -> i32 {
+pub(crate) fn int4(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 

@@ -16,6 +16,7 @@ use webhost_storage::{
     PageRequest, PositionBucket, SilentVehicle, StorageError, StorageResult, Vehicle, VehiclePatch,
     VehicleRef, VehicleTracking,
 };
+use webhost_storage::{Chunk, Cursor, Record, TransferTable};
 
 use crate::bulk_read::BulkReader;
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
@@ -74,7 +75,9 @@ pub(crate) fn vehicle_from_row(row: &SqliteRow) -> StorageResult<Vehicle> {
     })
 }
 
-fn device_conflict(device: Option<&DeviceId>) -> impl FnOnce(&str) -> Option<Conflict> + '_ {
+pub(crate) fn device_conflict(
+    device: Option<&DeviceId>,
+) -> impl FnOnce(&str) -> Option<Conflict> + '_ {
     move |message| {
         message
             .contains("vehicles.device_id")
@@ -82,7 +85,7 @@ fn device_conflict(device: Option<&DeviceId>) -> impl FnOnce(&str) -> Option<Con
     }
 }
 
-fn attributes_json(attributes: &Attributes) -> StorageResult<String> {
+pub(crate) fn attributes_json(attributes: &Attributes) -> StorageResult<String> {
     serde_json::to_string(attributes.as_map()).map_err(|e| StorageError::Unexpected(e.into()))
 }
 
@@ -538,5 +541,21 @@ impl CellStore for SqliteCellStore {
         page: PageRequest<WebhookAttemptId>,
     ) -> StorageResult<Page<WebhookAttempt, WebhookAttemptId>> {
         self.webhook_attempts_impl(tenant, webhook, page).await
+    }
+
+    async fn export_chunk(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        after: Option<&Cursor>,
+        limit: u32,
+        history_since: Option<DateTime<Utc>>,
+    ) -> StorageResult<Chunk> {
+        self.export_chunk_impl(tenant, table, after, limit, history_since)
+            .await
+    }
+
+    async fn import(&self, tenant: TenantId, records: &[Record]) -> StorageResult<u64> {
+        self.import_impl(tenant, records).await
     }
 }

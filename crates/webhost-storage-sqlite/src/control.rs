@@ -7,9 +7,10 @@ use webhost_domain::{
     ProviderKind, RegionCode, TenantId, Usage, UserId, VehicleId,
 };
 use webhost_storage::{
-    seed_catalog, ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, Conflict, ControlStore,
-    DeviceRegistration, MeasuredUsage, NewApiKey, NewCell, NewTenant, NewUser, Route,
-    RoutingDirectory, StorageError, StorageResult, Tenant, TenantFilter, TenantPlacement,
+    seed_catalog, ApiKey, ApiKeyPrincipal, BillingSuspension, Cell, CellStatus, CellUpdate,
+    Conflict, ControlStore, DeviceRegistration, MeasuredUsage, NewApiKey, NewCell, NewJob,
+    NewStripeEvent, NewTenant, NewUser, Route, RoutingDirectory, StorageError, StorageResult,
+    StripeEvent, StripeSubscriptionUpdate, Tenant, TenantBilling, TenantFilter, TenantPlacement,
     TenantStatus, TenantUsageRecord, User, UserCredentials, UserRole,
 };
 
@@ -58,6 +59,37 @@ fn measured_usage_from_row(row: &SqliteRow) -> StorageResult<Option<MeasuredUsag
             api_requests: n("api_requests")?,
         },
         measured_at,
+    }))
+}
+
+const BILLING_COLUMNS: &str = "b.stripe_customer_id, b.stripe_subscription_id, \
+     b.subscription_status, b.past_due_since, b.suspended_for, b.plan_wanted, \
+     b.payment_event_at, b.updated_at AS billing_updated_at";
+
+/// The billing columns of a `LEFT JOIN tenant_billing b`: `None` when the
+/// tenant has no billing row.
+fn billing_from_row(row: &SqliteRow) -> StorageResult<Option<TenantBilling>> {
+    let Some(updated_at) = row
+        .try_get::<Option<DateTime<Utc>>, _>("billing_updated_at")
+        .map_err(unexpected)?
+    else {
+        return Ok(None);
+    };
+    let suspended_for: Option<String> = row.try_get("suspended_for").map_err(unexpected)?;
+    let plan_wanted: Option<String> = row.try_get("plan_wanted").map_err(unexpected)?;
+    Ok(Some(TenantBilling {
+        stripe_customer_id: row.try_get("stripe_customer_id").map_err(unexpected)?,
+        stripe_subscription_id: row.try_get("stripe_subscription_id").map_err(unexpected)?,
+        subscription_status: row.try_get("subscription_status").map_err(unexpected)?,
+        past_due_since: row.try_get("past_due_since").map_err(unexpected)?,
+        suspended_for: suspended_for
+            .map(|raw| {
+                BillingSuspension::parse(&raw).ok_or_else(|| corrupt("billing suspension", &raw))
+            })
+            .transpose()?,
+        plan_wanted: plan_wanted.map(PlanName::from_trusted),
+        payment_event_at: row.try_get("payment_event_at").map_err(unexpected)?,
+        updated_at: Some(updated_at),
     }))
 }
 
@@ -399,9 +431,11 @@ impl ControlStore for SqliteControlStore {
         filter: &TenantFilter,
     ) -> StorageResult<Vec<TenantPlacement>> {
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT {TENANT_COLUMNS}, r.cell_id, r.version, c.name AS cell_name, {USAGE_COLUMNS} \
+            "SELECT {TENANT_COLUMNS}, r.cell_id, r.version, c.name AS cell_name, {USAGE_COLUMNS}, \
+             {BILLING_COLUMNS} \
              FROM tenants t JOIN routes r ON r.tenant_id = t.id JOIN cells c ON c.id = r.cell_id \
-             LEFT JOIN tenant_usage u ON u.tenant_id = t.id WHERE 1 = 1"
+             LEFT JOIN tenant_usage u ON u.tenant_id = t.id \
+             LEFT JOIN tenant_billing b ON b.tenant_id = t.id WHERE 1 = 1"
         ));
         if let Some(plan) = &filter.plan {
             query
@@ -445,6 +479,7 @@ impl ControlStore for SqliteControlStore {
                     cell: row.try_get("cell_name").map_err(unexpected)?,
                     routing_version: row.try_get("version").map_err(unexpected)?,
                     usage: measured_usage_from_row(row)?,
+                    billing: billing_from_row(row)?,
                 })
             })
             .collect()
@@ -591,6 +626,162 @@ impl ControlStore for SqliteControlStore {
             .map_err(unexpected)?;
         Ok(())
     }
+
+    async fn record_stripe_event(&self, event: NewStripeEvent, job: NewJob) -> StorageResult<bool> {
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        let inserted = sqlx::query(
+            "INSERT INTO stripe_events (id, type, created, received_at, payload) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&event.id)
+        .bind(&event.event_type)
+        .bind(event.created)
+        .bind(Utc::now())
+        .bind(event.payload.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unexpected)?
+        .rows_affected()
+            == 1;
+        let unprocessed = inserted
+            || sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM stripe_events WHERE id = ? AND processed_at IS NULL",
+            )
+            .bind(&event.id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unexpected)?
+                > 0;
+        if unprocessed {
+            crate::jobs::insert_jobs(&mut tx, std::slice::from_ref(&job)).await?;
+        }
+        tx.commit().await.map_err(unexpected)?;
+        Ok(inserted)
+    }
+
+    async fn stripe_event(&self, id: &str) -> StorageResult<StripeEvent> {
+        let row = sqlx::query(
+            "SELECT id, type, created, received_at, payload, processed_at FROM stripe_events \
+             WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("stripe event"))?;
+        let payload: String = row.try_get("payload").map_err(unexpected)?;
+        Ok(StripeEvent {
+            id: row.try_get("id").map_err(unexpected)?,
+            event_type: row.try_get("type").map_err(unexpected)?,
+            created: row.try_get("created").map_err(unexpected)?,
+            received_at: row.try_get("received_at").map_err(unexpected)?,
+            payload: serde_json::from_str(&payload)
+                .map_err(|_| corrupt("stripe event payload", &payload))?,
+            processed_at: row.try_get("processed_at").map_err(unexpected)?,
+        })
+    }
+
+    async fn mark_stripe_event_processed(&self, id: &str, at: DateTime<Utc>) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE stripe_events SET processed_at = COALESCE(processed_at, ?) WHERE id = ?",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pools.writer)
+        .await
+        .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("stripe event"));
+        }
+        Ok(())
+    }
+
+    async fn tenant_billing(&self, tenant: TenantId) -> StorageResult<TenantBilling> {
+        let row = sqlx::query(&format!(
+            "SELECT {BILLING_COLUMNS} FROM tenants t \
+             LEFT JOIN tenant_billing b ON b.tenant_id = t.id WHERE t.id = ?"
+        ))
+        .bind(tenant.to_string())
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("tenant"))?;
+        Ok(billing_from_row(&row)?.unwrap_or_default())
+    }
+
+    async fn tenant_by_stripe_customer(&self, customer: &str) -> StorageResult<TenantId> {
+        let id: String = sqlx::query_scalar(
+            "SELECT tenant_id FROM tenant_billing WHERE stripe_customer_id = ? \
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(customer)
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("tenant"))?;
+        Ok(TenantId::from_uuid(parse_uuid(&id)?))
+    }
+
+    async fn record_stripe_subscription(
+        &self,
+        tenant: TenantId,
+        update: StripeSubscriptionUpdate,
+    ) -> StorageResult<TenantBilling> {
+        self.change_billing(tenant, |billing, status| billing.record(update, status))
+            .await
+            .map(|(billing, _)| billing)
+    }
+
+    async fn record_payment_failed(
+        &self,
+        tenant: TenantId,
+        at: DateTime<Utc>,
+    ) -> StorageResult<TenantBilling> {
+        self.change_billing(tenant, |billing, _| {
+            billing.payment_failed(at);
+            None
+        })
+        .await
+        .map(|(billing, _)| billing)
+    }
+
+    async fn record_payment_succeeded(
+        &self,
+        tenant: TenantId,
+        at: DateTime<Utc>,
+    ) -> StorageResult<TenantBilling> {
+        self.change_billing(tenant, |billing, status| {
+            billing.payment_succeeded(at, status)
+        })
+        .await
+        .map(|(billing, _)| billing)
+    }
+
+    async fn suspend_for_billing(
+        &self,
+        tenant: TenantId,
+        reason: BillingSuspension,
+    ) -> StorageResult<bool> {
+        self.change_billing(tenant, |billing, status| billing.suspend(reason, status))
+            .await
+            .map(|(_, changed)| changed)
+    }
+
+    async fn overdue_tenants(&self, since: DateTime<Utc>) -> StorageResult<Vec<TenantId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT b.tenant_id FROM tenant_billing b JOIN tenants t ON t.id = b.tenant_id \
+             WHERE b.past_due_since IS NOT NULL AND b.past_due_since <= ? AND t.status = ? \
+             ORDER BY b.tenant_id",
+        )
+        .bind(since)
+        .bind(TenantStatus::Active.as_str())
+        .fetch_all(&self.pools.reader)
+        .await
+        .map_err(unexpected)?;
+        ids.iter()
+            .map(|id| Ok(TenantId::from_uuid(parse_uuid(id)?)))
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -663,6 +854,71 @@ impl RoutingDirectory for SqliteControlStore {
 }
 
 impl SqliteControlStore {
+    /// Reads the tenant's billing row (made if missing) and status, lets
+    /// `change` decide (a new status, if any), and writes both, on the one
+    /// writer in one transaction. Answers the billing as written and
+    /// whether the status changed.
+    async fn change_billing(
+        &self,
+        tenant: TenantId,
+        change: impl FnOnce(&mut TenantBilling, TenantStatus) -> Option<TenantStatus>,
+    ) -> StorageResult<(TenantBilling, bool)> {
+        let now = Utc::now();
+        let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
+        sqlx::query(
+            "INSERT INTO tenant_billing (tenant_id, updated_at) \
+             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1) \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unexpected)?;
+        let row = sqlx::query(&format!(
+            "SELECT t.status, {BILLING_COLUMNS} FROM tenants t \
+             JOIN tenant_billing b ON b.tenant_id = t.id WHERE t.id = ?"
+        ))
+        .bind(tenant.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("tenant"))?;
+        let raw_status: String = row.try_get("status").map_err(unexpected)?;
+        let status = TenantStatus::parse(&raw_status)
+            .ok_or_else(|| corrupt("tenant status", &raw_status))?;
+        let mut billing = billing_from_row(&row)?.unwrap_or_default();
+        let new_status = change(&mut billing, status);
+        billing.updated_at = Some(now);
+        sqlx::query(
+            "UPDATE tenant_billing SET stripe_customer_id = ?, stripe_subscription_id = ?, \
+             subscription_status = ?, past_due_since = ?, suspended_for = ?, plan_wanted = ?, \
+             payment_event_at = ?, updated_at = ? WHERE tenant_id = ?",
+        )
+        .bind(&billing.stripe_customer_id)
+        .bind(&billing.stripe_subscription_id)
+        .bind(&billing.subscription_status)
+        .bind(billing.past_due_since)
+        .bind(billing.suspended_for.map(BillingSuspension::as_str))
+        .bind(billing.plan_wanted.as_ref().map(PlanName::as_str))
+        .bind(billing.payment_event_at)
+        .bind(now)
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unexpected)?;
+        if let Some(status) = new_status {
+            sqlx::query("UPDATE tenants SET status = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(tenant.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(unexpected)?;
+        }
+        tx.commit().await.map_err(unexpected)?;
+        Ok((billing, new_status.is_some()))
+    }
+
     async fn tenant_on(&self, pool: &sqlx::SqlitePool, id: TenantId) -> StorageResult<Tenant> {
         let row = sqlx::query(&format!(
             "SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = ?"

@@ -19,9 +19,11 @@ use crate::{corrupt, parse_uuid, unexpected};
 /// SQLite's 32,766-parameter limit.
 const CHUNK: usize = 500;
 
-const GEOFENCE_COLUMNS: &str = "id, name, kind, geometry, center_lat, center_lon, radius_m, \
+pub(crate) const GEOFENCE_COLUMNS: &str =
+    "id, name, kind, geometry, center_lat, center_lon, radius_m, \
      created_at, updated_at";
-const EVENT_COLUMNS: &str = "id, type, vehicle_id, geofence_id, time, lat, lon, speed, heading, \
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, type, vehicle_id, geofence_id, time, lat, lon, speed, heading, \
      altitude, accuracy, valid, attributes";
 
 fn millis(time: DateTime<Utc>) -> i64 {
@@ -32,11 +34,11 @@ fn from_millis(ms: i64) -> StorageResult<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt("time", &ms.to_string()))
 }
 
-fn json_error(err: serde_json::Error) -> StorageError {
+pub(crate) fn json_error(err: serde_json::Error) -> StorageError {
     StorageError::Unexpected(err.into())
 }
 
-fn geofence_from_row(row: &SqliteRow) -> StorageResult<Geofence> {
+pub(crate) fn geofence_from_row(row: &SqliteRow) -> StorageResult<Geofence> {
     let geometry: Option<String> = row.try_get("geometry").map_err(unexpected)?;
     let geometry = geometry
         .map(|text| serde_json::from_str(&text).map_err(|_| corrupt("geometry", &text)))
@@ -59,7 +61,7 @@ fn geofence_from_row(row: &SqliteRow) -> StorageResult<Geofence> {
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> StorageResult<Event> {
+pub(crate) fn event_from_row(row: &SqliteRow) -> StorageResult<Event> {
     let kind: String = row.try_get("type").map_err(unexpected)?;
     let vehicle_id = VehicleId::from_uuid(parse_uuid(
         &row.try_get::<String, _>("vehicle_id").map_err(unexpected)?,

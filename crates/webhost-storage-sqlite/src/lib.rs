@@ -10,6 +10,7 @@ mod fleet;
 mod jobs;
 mod positions;
 mod retention;
+mod transfer;
 mod usage;
 mod webhooks;
 

@@ -19,14 +19,14 @@ use crate::{corrupt, parse_uuid, unexpected};
 const CHUNK: usize = 500;
 /// A fix's columns, in the order [`fix_from_row`] reads them. Empty
 /// attributes come back as NULL, so the common case parses no JSON.
-const FIX_COLUMNS: &str =
+pub(crate) const FIX_COLUMNS: &str =
     "time, lat, lon, speed, heading, altitude, accuracy, valid, NULLIF(attributes, '{}')";
 
 fn millis(time: DateTime<Utc>) -> i64 {
     time.timestamp_millis()
 }
 
-fn attributes_text(attributes: &Attributes) -> Option<String> {
+pub(crate) fn attributes_text(attributes: &Attributes) -> Option<String> {
     (!attributes.as_map().is_empty())
         .then(|| serde_json::to_string(attributes.as_map()).unwrap_or_else(|_| "{}".into()))
 }

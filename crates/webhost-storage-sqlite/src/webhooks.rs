@@ -14,17 +14,17 @@ use webhost_storage::{
 
 use crate::{corrupt, parse_uuid, unexpected, SqliteCellStore};
 
-const WEBHOOK_COLUMNS: &str = "id, url, events, enabled, description, secret, \
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, url, events, enabled, description, secret, \
      consecutive_failures, disabled_reason, created_at, updated_at";
-const ATTEMPT_COLUMNS: &str =
+pub(crate) const ATTEMPT_COLUMNS: &str =
     "id, webhook_id, delivery_id, event_id, event_type, attempt, status_code, error, duration_ms, at";
 
-fn events_text(events: &[EventType]) -> String {
+pub(crate) fn events_text(events: &[EventType]) -> String {
     serde_json::to_string(&events.iter().map(|e| e.as_str()).collect::<Vec<_>>())
         .unwrap_or_else(|_| "[]".into())
 }
 
-fn webhook_from_row(row: &SqliteRow) -> StorageResult<Webhook> {
+pub(crate) fn webhook_from_row(row: &SqliteRow) -> StorageResult<Webhook> {
     let events: String = row.try_get("events").map_err(unexpected)?;
     let names: Vec<String> =
         serde_json::from_str(&events).map_err(|_| corrupt("webhook events", &events))?;
@@ -54,7 +54,7 @@ fn webhook_from_row(row: &SqliteRow) -> StorageResult<Webhook> {
     })
 }
 
-fn attempt_from_row(row: &SqliteRow) -> StorageResult<WebhookAttempt> {
+pub(crate) fn attempt_from_row(row: &SqliteRow) -> StorageResult<WebhookAttempt> {
     let uuid = |column: &str| -> StorageResult<uuid::Uuid> {
         parse_uuid(&row.try_get::<String, _>(column).map_err(unexpected)?)
     };

@@ -1049,3 +1049,354 @@ pub async fn usage_reports_replace_and_show_in_placements(store: &dyn ControlSto
         .await
         .expect("an empty report is fine");
 }
+
+fn stripe_event(id: &str, created: chrono::DateTime<Utc>) -> webhost_storage::NewStripeEvent {
+    webhost_storage::NewStripeEvent {
+        id: id.into(),
+        event_type: "invoice.payment_failed".into(),
+        created,
+        payload: serde_json::json!({ "id": id, "type": "invoice.payment_failed" }),
+    }
+}
+
+fn apply_job(id: &str) -> webhost_storage::NewJob {
+    webhost_storage::NewJob {
+        id: webhost_domain::JobId::new(),
+        queue: "billing".into(),
+        kind: "apply_stripe_event".into(),
+        payload: serde_json::json!({ "event_id": id }),
+        unique_key: Some(format!("stripe_event:{id}")),
+        max_attempts: 3,
+        run_at: Utc::now(),
+    }
+}
+
+async fn apply_jobs(store: &dyn ControlStore) -> Vec<webhost_storage::Job> {
+    store
+        .jobs(&webhost_storage::JobFilter {
+            kind: Some("apply_stripe_event".into()),
+            limit: 100,
+            ..webhost_storage::JobFilter::default()
+        })
+        .await
+        .expect("jobs")
+        .data
+}
+
+/// A Stripe event is stored once with its job; a redelivery stores
+/// nothing and queues nothing while the first job is unfinished or once
+/// the event is processed; an unprocessed event whose job failed for good
+/// gets a new job.
+pub async fn stripe_events_are_stored_once_with_their_job(store: &dyn ControlStore) {
+    let created = Utc::now() - chrono::TimeDelta::minutes(1);
+    assert!(store
+        .record_stripe_event(stripe_event("evt_1", created), apply_job("evt_1"))
+        .await
+        .expect("first delivery"));
+    let stored = store.stripe_event("evt_1").await.expect("stored");
+    assert_eq!(stored.event_type, "invoice.payment_failed");
+    assert_eq!(stored.payload["id"], "evt_1");
+    assert_eq!(stored.created.timestamp(), created.timestamp());
+    assert_recent(stored.received_at, "received_at");
+    assert_eq!(stored.processed_at, None);
+    assert_eq!(apply_jobs(store).await.len(), 1);
+
+    let mut other_body = stripe_event("evt_1", Utc::now());
+    other_body.payload = serde_json::json!({ "forged": true });
+    assert!(!store
+        .record_stripe_event(other_body, apply_job("evt_1"))
+        .await
+        .expect("redelivery"));
+    assert_eq!(
+        store.stripe_event("evt_1").await.expect("stored").payload,
+        stored.payload,
+        "the first body stays"
+    );
+    assert_eq!(apply_jobs(store).await.len(), 1, "the job is unfinished");
+
+    // The job fails for good; a redelivery gives the event another try.
+    let job = store
+        .claim("billing", 10, chrono::TimeDelta::minutes(1), Utc::now())
+        .await
+        .expect("claim")
+        .pop()
+        .expect("the job");
+    store
+        .fail(job.run(), "boom", None)
+        .await
+        .expect("fail for good");
+    assert!(!store
+        .record_stripe_event(stripe_event("evt_1", created), apply_job("evt_1"))
+        .await
+        .expect("redelivery"));
+    assert_eq!(apply_jobs(store).await.len(), 2, "retried");
+
+    let at = Utc::now();
+    store
+        .mark_stripe_event_processed("evt_1", at)
+        .await
+        .expect("mark");
+    store
+        .mark_stripe_event_processed("evt_1", at + chrono::TimeDelta::hours(1))
+        .await
+        .expect("mark again");
+    let processed = store.stripe_event("evt_1").await.expect("stored");
+    assert_eq!(
+        processed.processed_at.map(|t| t.timestamp_millis()),
+        Some(at.timestamp_millis()),
+        "the first mark stays"
+    );
+    let queued = store
+        .claim("billing", 10, chrono::TimeDelta::minutes(1), Utc::now())
+        .await
+        .expect("claim");
+    for job in queued {
+        store.complete(job.run()).await.expect("complete");
+    }
+    assert!(!store
+        .record_stripe_event(stripe_event("evt_1", created), apply_job("evt_1"))
+        .await
+        .expect("redelivery"));
+    assert_eq!(
+        apply_jobs(store).await.len(),
+        2,
+        "processed: nothing queued"
+    );
+
+    assert_not_found(store.stripe_event("evt_unknown").await, "unknown event");
+    assert_not_found(
+        store
+            .mark_stripe_event_processed("evt_unknown", Utc::now())
+            .await,
+        "marking an unknown event",
+    );
+}
+
+/// Payment events move a tenant's billing state and status as the policy
+/// says, in order of their creation; Stripe ids find the tenant; the
+/// placements list shows it all.
+pub async fn billing_state_follows_payments_and_shows_in_placements(store: &dyn ControlStore) {
+    use webhost_storage::{BillingSuspension, StripeSubscriptionUpdate, TenantBilling};
+
+    let cell = a_cell(store, "fly-iad-1").await;
+    let seed = tenant_seed(cell, "Billing Co", "billing@example.com");
+    let other = tenant_seed(cell, "Other Co", "other@example.com");
+    create(store, &seed).await;
+    create(store, &other).await;
+    let tenant = seed.tenant.id;
+    store
+        .set_tenant_status(tenant, TenantStatus::Active)
+        .await
+        .expect("active");
+    store
+        .set_tenant_status(other.tenant.id, TenantStatus::Active)
+        .await
+        .expect("active");
+    assert_eq!(
+        store.tenant_billing(tenant).await.expect("billing"),
+        TenantBilling::default()
+    );
+
+    let recorded = store
+        .record_stripe_subscription(
+            tenant,
+            StripeSubscriptionUpdate {
+                customer_id: Some("cus_1".into()),
+                subscription_id: Some("sub_1".into()),
+                status: Some("active".into()),
+                plan_wanted: Some(Some(plan("business"))),
+            },
+        )
+        .await
+        .expect("record");
+    assert_eq!(recorded.stripe_customer_id.as_deref(), Some("cus_1"));
+    assert_eq!(recorded.plan_wanted, Some(plan("business")));
+    assert_eq!(
+        store
+            .tenant_by_stripe_customer("cus_1")
+            .await
+            .expect("by customer"),
+        tenant
+    );
+    assert_not_found(
+        store.tenant_by_stripe_customer("cus_nobody").await,
+        "unknown customer",
+    );
+    // None leaves fields alone; Some(None) clears the wanted plan.
+    let kept = store
+        .record_stripe_subscription(
+            tenant,
+            StripeSubscriptionUpdate {
+                status: Some("past_due".into()),
+                plan_wanted: Some(None),
+                ..StripeSubscriptionUpdate::default()
+            },
+        )
+        .await
+        .expect("record");
+    assert_eq!(kept.stripe_subscription_id.as_deref(), Some("sub_1"));
+    assert_eq!(kept.subscription_status.as_deref(), Some("past_due"));
+    assert_eq!(kept.plan_wanted, None);
+
+    let t0 = Utc::now() - chrono::TimeDelta::days(10);
+    let failed = store
+        .record_payment_failed(tenant, t0)
+        .await
+        .expect("failed");
+    assert_eq!(
+        failed.past_due_since.map(|t| t.timestamp()),
+        Some(t0.timestamp())
+    );
+    let again = store
+        .record_payment_failed(tenant, t0 + chrono::TimeDelta::days(1))
+        .await
+        .expect("failed again");
+    assert_eq!(
+        again.past_due_since.map(|t| t.timestamp()),
+        Some(t0.timestamp()),
+        "the earliest failure counts"
+    );
+    assert_eq!(
+        store
+            .overdue_tenants(t0 + chrono::TimeDelta::days(2))
+            .await
+            .expect("overdue"),
+        vec![tenant]
+    );
+    assert!(store
+        .overdue_tenants(t0 - chrono::TimeDelta::days(1))
+        .await
+        .expect("overdue")
+        .is_empty());
+
+    assert!(store
+        .suspend_for_billing(tenant, BillingSuspension::NonPayment)
+        .await
+        .expect("suspend"));
+    assert!(!store
+        .suspend_for_billing(tenant, BillingSuspension::NonPayment)
+        .await
+        .expect("suspend twice"));
+    assert_eq!(
+        store.route(tenant).await.expect("route").tenant_status,
+        TenantStatus::Suspended
+    );
+    assert!(
+        store
+            .overdue_tenants(Utc::now())
+            .await
+            .expect("overdue")
+            .is_empty(),
+        "a suspended tenant is not overdue again"
+    );
+
+    // A payment older than the last one applied changes nothing.
+    let stale = store
+        .record_payment_succeeded(tenant, t0 - chrono::TimeDelta::days(1))
+        .await
+        .expect("stale paid");
+    assert!(stale.past_due_since.is_some());
+    assert_eq!(
+        store.tenant(tenant).await.expect("tenant").status,
+        TenantStatus::Suspended
+    );
+    let paid = store
+        .record_payment_succeeded(tenant, t0 + chrono::TimeDelta::days(3))
+        .await
+        .expect("paid");
+    assert_eq!(paid.past_due_since, None);
+    assert_eq!(paid.suspended_for, None);
+    assert_eq!(
+        store.tenant(tenant).await.expect("tenant").status,
+        TenantStatus::Active,
+        "suspended for non-payment: lifted"
+    );
+    let late_failure = store
+        .record_payment_failed(tenant, t0 + chrono::TimeDelta::days(2))
+        .await
+        .expect("late failure");
+    assert_eq!(late_failure.past_due_since, None, "older than the payment");
+
+    // A suspension for an ended subscription is not lifted by a payment.
+    assert!(store
+        .suspend_for_billing(tenant, BillingSuspension::SubscriptionEnded)
+        .await
+        .expect("suspend"));
+    store
+        .record_payment_succeeded(tenant, t0 + chrono::TimeDelta::days(4))
+        .await
+        .expect("paid");
+    assert_eq!(
+        store.tenant(tenant).await.expect("tenant").status,
+        TenantStatus::Suspended
+    );
+
+    let rows = store
+        .tenant_placements(&TenantFilter {
+            limit: 10,
+            ..TenantFilter::default()
+        })
+        .await
+        .expect("placements");
+    let mine = rows.iter().find(|r| r.tenant.id == tenant).expect("listed");
+    let billing = mine.billing.as_ref().expect("billing shown");
+    assert_eq!(billing.stripe_customer_id.as_deref(), Some("cus_1"));
+    assert_eq!(
+        billing.suspended_for,
+        Some(BillingSuspension::SubscriptionEnded)
+    );
+    assert!(billing.updated_at.is_some());
+    let theirs = rows
+        .iter()
+        .find(|r| r.tenant.id == other.tenant.id)
+        .expect("listed");
+    assert_eq!(theirs.billing, None, "nothing heard of the other tenant");
+
+    // A late event about the ended subscription lifts nothing; a new
+    // active subscription does.
+    let ended = |id: &str| StripeSubscriptionUpdate {
+        subscription_id: Some(id.into()),
+        status: Some("active".into()),
+        ..StripeSubscriptionUpdate::default()
+    };
+    store
+        .record_stripe_subscription(tenant, ended("sub_1"))
+        .await
+        .expect("late update");
+    assert_eq!(
+        store.tenant(tenant).await.expect("tenant").status,
+        TenantStatus::Suspended
+    );
+    let resumed = store
+        .record_stripe_subscription(tenant, ended("sub_2"))
+        .await
+        .expect("new subscription");
+    assert_eq!(resumed.suspended_for, None);
+    assert_eq!(resumed.stripe_subscription_id.as_deref(), Some("sub_2"));
+    assert_eq!(
+        store.tenant(tenant).await.expect("tenant").status,
+        TenantStatus::Active
+    );
+
+    let nobody = TenantId::new();
+    assert_not_found(
+        store.tenant_billing(nobody).await,
+        "billing of an unknown tenant",
+    );
+    assert_not_found(
+        store.record_payment_failed(nobody, Utc::now()).await,
+        "failure of an unknown tenant",
+    );
+    assert_not_found(
+        store
+            .suspend_for_billing(nobody, BillingSuspension::NonPayment)
+            .await,
+        "suspending an unknown tenant",
+    );
+    // Deleting the tenant removes its billing.
+    store.delete_tenant(tenant).await.expect("delete");
+    assert_not_found(
+        store.tenant_by_stripe_customer("cus_1").await,
+        "a deleted tenant's customer",
+    );
+}

@@ -19,6 +19,7 @@ mod fixtures;
 pub mod fleet;
 pub mod jobs;
 pub mod positions;
+pub mod transfer;
 pub mod webhooks;
 
 /// Expands to one `#[tokio::test]` per conformance story, run against the
@@ -57,6 +58,8 @@ macro_rules! conformance_tests {
                 cells_record_provisioning_and_updates_merge,
                 tenants_list_by_cell_and_page_with_filters,
                 usage_reports_replace_and_show_in_placements,
+                stripe_events_are_stored_once_with_their_job,
+                billing_state_follows_payments_and_shows_in_placements,
             ],
             cell: [
                 put_tenant_creates_then_updates_limits,
@@ -101,6 +104,11 @@ macro_rules! conformance_tests {
                 delivery_jobs_commit_with_their_events,
                 old_delivery_attempts_are_purged,
             ],
+            transfer: [
+                copy_is_row_for_row_and_digests_agree,
+                history_cutoff_carries_only_recent_history,
+                exports_are_tenant_scoped,
+            ],
             shared_cell: [
                 concurrent_creates_never_exceed_the_limit,
                 concurrent_creates_with_one_device_id_admit_one,
@@ -135,6 +143,7 @@ macro_rules! __conformance_tests_for {
         positions: [$($positions:ident),* $(,)?],
         fleet: [$($fleet:ident),* $(,)?],
         webhooks: [$($webhooks:ident),* $(,)?],
+        transfer: [$($transfer:ident),* $(,)?],
         shared_cell: [$($shared:ident),* $(,)?],
         jobs: [$($jobs:ident),* $(,)?] $(,)?
     ) => {
@@ -170,6 +179,22 @@ macro_rules! __conformance_tests_for {
                         return;
                     };
                     $crate::webhooks::$webhooks(fixture.store()).await;
+                }
+            )*
+        }
+
+        mod transfer {
+            $(
+                #[::tokio::test(flavor = "multi_thread")]
+                async fn $transfer() {
+                    // Two fresh databases: the source and the target.
+                    let (Some(source), Some(target)) = (
+                        $crate::backends::$backend::cell().await,
+                        $crate::backends::$backend::cell().await,
+                    ) else {
+                        return;
+                    };
+                    $crate::transfer::$transfer(source.store(), target.store()).await;
                 }
             )*
         }

@@ -15,6 +15,7 @@ use crate::fleet::{
     CreateGeofenceError, Event, EventCursor, EventQuery, Geofence, GeofencePatch, IngestBatch,
     NewGeofence, SilentVehicle, VehicleTracking,
 };
+use crate::transfer::{Chunk, Cursor, Record, TenantDigest, TransferTable};
 use crate::webhooks::{
     AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
     WebhookId, WebhookPatch,
@@ -321,6 +322,44 @@ pub trait CellStore: JobStore + Send + Sync + 'static {
     /// now, positions ingested and API requests on the days from `since`
     /// (inclusive). A tenant that did nothing is listed with zeros.
     async fn usage(&self, since: NaiveDate) -> StorageResult<Vec<TenantUsageRecord>>;
+
+    /// Up to `limit` (at most [`MAX_CHUNK`](crate::transfer::MAX_CHUNK))
+    /// of the tenant's rows of `table` strictly after `after`, in the
+    /// table's key order ([`Record::cursor`]), as full row images; `next`
+    /// is set when more follow. `history_since` keeps only positions and
+    /// events with `time >= since`; other tables are exported whole.
+    /// `NotFound("tenant")` when the tenant is not on this cell.
+    async fn export_chunk(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        after: Option<&Cursor>,
+        limit: u32,
+        history_since: Option<DateTime<Utc>>,
+    ) -> StorageResult<Chunk>;
+
+    /// Upserts `records` as the tenant's rows by primary key, all in one
+    /// transaction: importing the same records again leaves the same rows.
+    /// Rows are written as given (times included); plan limits are not
+    /// checked (a copy creates nothing new). The tenant must exist here
+    /// (`put_tenant`, i.e. `PUT /internal/v1/tenants/{id}`, first):
+    /// `NotFound("tenant")` otherwise. A row of the same key held by another
+    /// tenant is never touched; a device taken by another tenant's vehicle
+    /// is `Conflict::DeviceTaken`. Returns the records written (repeats of
+    /// one key within `records` count once, the last one wins).
+    async fn import(&self, tenant: TenantId, records: &[Record]) -> StorageResult<u64>;
+
+    /// Row count and checksum of each [`TransferTable`] of the tenant,
+    /// computed over [`CellStore::export_chunk`] by
+    /// [`transfer::digest`](crate::transfer::digest), so equal rows give
+    /// equal digests on every engine.
+    async fn digest(
+        &self,
+        tenant: TenantId,
+        history_since: Option<DateTime<Utc>>,
+    ) -> StorageResult<TenantDigest> {
+        crate::transfer::digest(self, tenant, history_since).await
+    }
 }
 
 /// Per input, whether its (vehicle, time) is among `returned` (the keys an

@@ -248,6 +248,8 @@ pub struct TenantPlacement {
     pub routing_version: i64,
     /// What its cell last reported of it; `None` before the first report.
     pub usage: Option<MeasuredUsage>,
+    /// Its billing state; `None` while Stripe has said nothing of it.
+    pub billing: Option<TenantBilling>,
 }
 
 /// A tenant's usage and when its cell measured it.
@@ -371,4 +373,239 @@ pub trait ControlStore: RoutingDirectory + crate::JobStore {
     ) -> StorageResult<bool>;
     /// Frees `device` if this tenant holds it; a no-op otherwise.
     async fn release_device(&self, device: &DeviceId, tenant: TenantId) -> StorageResult<()>;
+
+    /// Stores a Stripe event unless its id is stored already, and in the
+    /// same transaction enqueues `job` (which applies it; its unique key
+    /// keeps one unfinished job per event). A known event whose processing
+    /// has not finished gets `job` again (a no-op while the first is
+    /// unfinished, a new try after it failed for good); a processed one
+    /// gets nothing. Answers whether the event was new.
+    async fn record_stripe_event(
+        &self,
+        event: NewStripeEvent,
+        job: crate::NewJob,
+    ) -> StorageResult<bool>;
+    /// `NotFound` for an id never received.
+    async fn stripe_event(&self, id: &str) -> StorageResult<StripeEvent>;
+    /// Marks a received event processed (applied, or ignored as unknown).
+    async fn mark_stripe_event_processed(&self, id: &str, at: DateTime<Utc>) -> StorageResult<()>;
+
+    /// The tenant's billing state; empty (default) when Stripe has said
+    /// nothing of it yet, `NotFound` for an unknown tenant.
+    async fn tenant_billing(&self, tenant: TenantId) -> StorageResult<TenantBilling>;
+    /// The tenant whose recorded Stripe customer is `customer`.
+    async fn tenant_by_stripe_customer(&self, customer: &str) -> StorageResult<TenantId>;
+    /// Records Stripe's ids, subscription status and requested plan (a
+    /// `None` leaves the field as it is), and lifts a suspension for an
+    /// ended subscription when a new one is active
+    /// ([`TenantBilling::record`]). `NotFound` for an unknown tenant.
+    async fn record_stripe_subscription(
+        &self,
+        tenant: TenantId,
+        update: StripeSubscriptionUpdate,
+    ) -> StorageResult<TenantBilling>;
+    /// A payment failed at `at`: the tenant is past due since `at`, unless
+    /// it was already (the earliest failure counts) or a later payment
+    /// event has been recorded (events arrive out of order).
+    async fn record_payment_failed(
+        &self,
+        tenant: TenantId,
+        at: DateTime<Utc>,
+    ) -> StorageResult<TenantBilling>;
+    /// A payment succeeded at `at`: no longer past due, and a tenant
+    /// suspended for non-payment is active again, in one transaction —
+    /// unless a later payment event has been recorded.
+    async fn record_payment_succeeded(
+        &self,
+        tenant: TenantId,
+        at: DateTime<Utc>,
+    ) -> StorageResult<TenantBilling>;
+    /// An active tenant becomes `suspended` for `reason`; `Ok(false)` when
+    /// it was not active (provisioning, already suspended).
+    async fn suspend_for_billing(
+        &self,
+        tenant: TenantId,
+        reason: BillingSuspension,
+    ) -> StorageResult<bool>;
+    /// Active tenants past due since `since` or earlier, oldest id first.
+    async fn overdue_tenants(&self, since: DateTime<Utc>) -> StorageResult<Vec<TenantId>>;
+}
+
+/// A Stripe webhook event as it is being stored (payload: the whole event).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewStripeEvent {
+    /// Stripe's `evt_…` id: the deduplication key.
+    pub id: String,
+    pub event_type: String,
+    /// When Stripe created it (its `created`).
+    pub created: DateTime<Utc>,
+    pub payload: serde_json::Value,
+}
+
+/// A received Stripe event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StripeEvent {
+    pub id: String,
+    pub event_type: String,
+    pub created: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+    /// Set once applied (or ignored as a type WebHost does not act on).
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// Why billing suspended a tenant (only these are lifted by billing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BillingSuspension {
+    /// Past due longer than the grace period.
+    NonPayment,
+    /// Its Stripe subscription was deleted (cancelled).
+    SubscriptionEnded,
+}
+
+impl BillingSuspension {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NonPayment => "non_payment",
+            Self::SubscriptionEnded => "subscription_ended",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "non_payment" => Some(Self::NonPayment),
+            "subscription_ended" => Some(Self::SubscriptionEnded),
+            _ => None,
+        }
+    }
+}
+
+/// What Stripe has told the control plane of a tenant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct TenantBilling {
+    pub stripe_customer_id: Option<String>,
+    pub stripe_subscription_id: Option<String>,
+    /// The Stripe subscription's `status` (`active`, `past_due`,
+    /// `canceled`, …) as last reported.
+    pub subscription_status: Option<String>,
+    /// Since when a payment has been failing; `None` when paid up.
+    pub past_due_since: Option<DateTime<Utc>>,
+    /// Set while billing holds the tenant `suspended`.
+    pub suspended_for: Option<BillingSuspension>,
+    /// A plan asked for through Stripe and not applied yet: the tenant move
+    /// (SPEC §6), which applies plan changes, consumes it.
+    #[schema(value_type = Option<String>)]
+    pub plan_wanted: Option<PlanName>,
+    /// `created` of the newest payment event applied (orders late arrivals).
+    pub payment_event_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// What both backends decide the same way: a backend reads the billing row
+/// and the tenant's status, asks one of these what they become, and writes
+/// both in the same transaction.
+impl TenantBilling {
+    /// Whether a payment event created at `at` is older than one applied
+    /// already (Stripe does not promise order).
+    fn superseded(&self, at: DateTime<Utc>) -> bool {
+        self.payment_event_at.is_some_and(|applied| applied > at)
+    }
+
+    /// A failed payment at `at`: past due since the earliest failure.
+    pub fn payment_failed(&mut self, at: DateTime<Utc>) {
+        if self.superseded(at) {
+            return;
+        }
+        self.payment_event_at = Some(at);
+        self.past_due_since.get_or_insert(at);
+    }
+
+    /// A paid invoice at `at`: paid up; the tenant's new status when it was
+    /// suspended for non-payment.
+    pub fn payment_succeeded(
+        &mut self,
+        at: DateTime<Utc>,
+        status: TenantStatus,
+    ) -> Option<TenantStatus> {
+        if self.superseded(at) {
+            return None;
+        }
+        self.payment_event_at = Some(at);
+        self.past_due_since = None;
+        if status == TenantStatus::Suspended
+            && self.suspended_for == Some(BillingSuspension::NonPayment)
+        {
+            self.suspended_for = None;
+            return Some(TenantStatus::Active);
+        }
+        None
+    }
+
+    /// Suspends an active tenant for `reason`; the new status, if any. A
+    /// tenant billing holds suspended already for non-payment whose
+    /// subscription then ends keeps the stronger reason (a payment alone
+    /// no longer lifts it).
+    pub fn suspend(
+        &mut self,
+        reason: BillingSuspension,
+        status: TenantStatus,
+    ) -> Option<TenantStatus> {
+        match status {
+            TenantStatus::Active => {
+                self.suspended_for = Some(reason);
+                Some(TenantStatus::Suspended)
+            }
+            TenantStatus::Suspended
+                if self.suspended_for.is_some()
+                    && reason == BillingSuspension::SubscriptionEnded =>
+            {
+                self.suspended_for = Some(reason);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Merges what a checkout or subscription event said; the new status
+    /// when it lifts a suspension: a tenant suspended because its
+    /// subscription ended is active again when a *new* subscription (another
+    /// id) is `active` or `trialing` — an old event about the ended one,
+    /// arriving late, lifts nothing.
+    pub fn record(
+        &mut self,
+        update: StripeSubscriptionUpdate,
+        status: TenantStatus,
+    ) -> Option<TenantStatus> {
+        let resumes = status == TenantStatus::Suspended
+            && self.suspended_for == Some(BillingSuspension::SubscriptionEnded)
+            && matches!(update.status.as_deref(), Some("active" | "trialing"))
+            && update.subscription_id.is_some()
+            && update.subscription_id != self.stripe_subscription_id;
+        if let Some(customer) = update.customer_id {
+            self.stripe_customer_id = Some(customer);
+        }
+        if let Some(subscription) = update.subscription_id {
+            self.stripe_subscription_id = Some(subscription);
+        }
+        if let Some(status) = update.status {
+            self.subscription_status = Some(status);
+        }
+        if let Some(plan) = update.plan_wanted {
+            self.plan_wanted = plan;
+        }
+        resumes.then(|| {
+            self.suspended_for = None;
+            TenantStatus::Active
+        })
+    }
+}
+
+/// A change to a tenant's Stripe records; `None` leaves a field alone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StripeSubscriptionUpdate {
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub status: Option<String>,
+    /// `Some(None)` clears it (the subscription is on the current plan).
+    pub plan_wanted: Option<Option<PlanName>>,
 }

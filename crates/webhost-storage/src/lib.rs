@@ -10,6 +10,7 @@ mod error;
 mod fleet;
 mod jobs;
 mod policy;
+pub mod transfer;
 mod webhooks;
 
 pub use cell::{
@@ -18,8 +19,9 @@ pub use cell::{
     UsageCount, Vehicle, VehiclePatch, VehicleRef,
 };
 pub use control::{
-    ApiKey, ApiKeyPrincipal, Cell, CellStatus, CellUpdate, ControlStore, DeviceRegistration,
-    MeasuredUsage, NewApiKey, NewCell, NewTenant, NewUser, Route, RoutingDirectory, Tenant,
+    ApiKey, ApiKeyPrincipal, BillingSuspension, Cell, CellStatus, CellUpdate, ControlStore,
+    DeviceRegistration, MeasuredUsage, NewApiKey, NewCell, NewStripeEvent, NewTenant, NewUser,
+    Route, RoutingDirectory, StripeEvent, StripeSubscriptionUpdate, Tenant, TenantBilling,
     TenantFilter, TenantPlacement, TenantStatus, User, UserCredentials, UserRole,
 };
 pub use error::{Conflict, StorageError, StorageResult};
@@ -35,6 +37,7 @@ pub use jobs::{
 pub use policy::{
     bytes_share, fetch_limit, keep, seed_catalog, share_storage, usage_by_tenant, Quota, MAX_PAGE,
 };
+pub use transfer::{Chunk, Cursor, Record, TableDigest, TenantDigest, TransferTable, MAX_CHUNK};
 pub use webhooks::{
     AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
     WebhookId, WebhookPatch, MAX_WEBHOOKS,

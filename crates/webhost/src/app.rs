@@ -252,6 +252,7 @@ impl Application {
             providers: providers.clone(),
             jobs: jobs(settings, &store),
             region: settings.region(),
+            billing: settings.billing(),
         });
         start_workers(settings, &plane.jobs, &shutdown);
         let control = serve::spawn(control_listener, plane.router, &shutdown)?;
@@ -335,6 +336,7 @@ pub async fn run_control(settings: &Settings) -> anyhow::Result<()> {
         providers: providers.clone(),
         jobs: jobs(settings, &store),
         region: settings.region(),
+        billing: settings.billing(),
     });
     start_workers(settings, &plane.jobs, &shutdown);
     let server = serve::spawn(listener, plane.router, &shutdown)?;

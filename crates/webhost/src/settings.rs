@@ -62,6 +62,10 @@ pub struct Settings {
     pub hetzner_robot_password: Option<SecretString>,
     pub stripe_secret_key: Option<SecretString>,
     pub stripe_webhook_secret: Option<SecretString>,
+    /// How long a tenant may stay past due (a failed Stripe payment) before
+    /// it is suspended; 7 days by default (Stripe's retries span about a
+    /// week). Tests shorten it instead of waiting.
+    pub billing_grace_secs: u64,
     pub yjs_sync_enabled: bool,
     pub monitoring_enabled: bool,
     /// Split deployments: where the control plane is.
@@ -171,6 +175,7 @@ const PREFIXED: &[&str] = &[
     "fly_postgres_disk_gb",
     "usd_per_eur",
     "local_dedicated_delay_ms",
+    "billing_grace_secs",
 ];
 
 /// Whether WebHost reads the environment variable `name`: the SPEC §3
@@ -203,6 +208,9 @@ pub struct Overrides {
     pub local_dedicated_delay_ms: Option<u64>,
     pub job_backoff_scale: Option<f64>,
     pub webhook_allow_private: Option<bool>,
+    /// `STRIPE_WEBHOOK_SECRET` (tests: the process environment is shared).
+    pub stripe_webhook_secret: Option<String>,
+    pub billing_grace_secs: Option<u64>,
 }
 
 /// The secrets the embedded default generates once and keeps.
@@ -241,6 +249,7 @@ fn defaults() -> Figment {
         .merge(Serialized::default("fly_postgres_disk_gb", 20))
         .merge(Serialized::default("usd_per_eur", 1.08))
         .merge(Serialized::default("local_dedicated_delay_ms", 0))
+        .merge(Serialized::default("billing_grace_secs", 7 * 24 * 3600))
 }
 
 fn overrides(figment: Figment, o: &Overrides) -> Figment {
@@ -261,11 +270,13 @@ fn overrides(figment: Figment, o: &Overrides) -> Figment {
     set("control_url", o.control_url.clone());
     set("cell_id", o.cell_id.clone());
     set("database_url", o.database_url.clone());
+    set("stripe_webhook_secret", o.stripe_webhook_secret.clone());
     for (key, value) in [
         ("job_lease_secs", o.job_lease_secs),
         ("job_poll_ms", o.job_poll_ms),
         ("local_provision_delay_ms", o.local_provision_delay_ms),
         ("local_dedicated_delay_ms", o.local_dedicated_delay_ms),
+        ("billing_grace_secs", o.billing_grace_secs),
     ] {
         if let Some(value) = value {
             figment = figment.merge(Serialized::default(key, value));
@@ -423,6 +434,19 @@ impl Settings {
             .as_ref()
             .map(|s| s.expose_secret())
             .filter(|s| !s.is_empty())
+    }
+
+    /// What the control plane needs for Stripe billing.
+    pub fn billing(&self) -> webhost_control::BillingSettings {
+        webhost_control::BillingSettings {
+            webhook_secret: self
+                .stripe_webhook_secret
+                .as_ref()
+                .map(|s| s.expose_secret())
+                .filter(|s| !s.is_empty())
+                .map(webhost_control::WebhookSecret::new),
+            grace: std::time::Duration::from_secs(self.billing_grace_secs),
+        }
     }
 
     pub fn job_lease(&self) -> std::time::Duration {

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod bad_input;
+mod billing;
 mod devices;
 mod events;
 mod geofences;
