@@ -36,6 +36,38 @@ struct Ports {
     teltonika: u16,
 }
 
+impl Ports {
+    fn free() -> Self {
+        Self {
+            http: free_port(),
+            osmand: free_port(),
+            teltonika: free_port(),
+        }
+    }
+
+    /// The edge's base URL.
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// Serves a provider fake on a free port; answers its base URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("fake serves") });
+    url
+}
+
 fn start(data: &Path, ports: &Ports) -> Server {
     start_with(data, ports, &[])
 }
@@ -110,16 +142,9 @@ async fn get(client: &reqwest::Client, base: &str, token: &str, path: &str) -> O
 async fn kill_9_during_provisioning_then_restart_makes_exactly_one_cell() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path();
-    let ports = Ports {
-        http: free_port(),
-        osmand: free_port(),
-        teltonika: free_port(),
-    };
-    let base = format!("http://127.0.0.1:{}", ports.http);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let ports = Ports::free();
+    let base = ports.base();
+    let client = client();
 
     let first = start(data, &ports);
     healthy(&client, &base).await;
@@ -400,12 +425,7 @@ mod hcloud {
             .route("/server_types", get(server_types))
             .route("/cell/{name}/api/health", get(health))
             .with_state(fake);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("fake serves") });
-        url
+        super::serve(app).await
     }
 }
 
@@ -415,12 +435,8 @@ async fn kill_9_while_a_hetzner_cloud_server_boots_then_restart_adopts_it() {
     let hcloud = hcloud::start(fake.clone()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path();
-    let ports = Ports {
-        http: free_port(),
-        osmand: free_port(),
-        teltonika: free_port(),
-    };
-    let base = format!("http://127.0.0.1:{}", ports.http);
+    let ports = Ports::free();
+    let base = ports.base();
     // Only Hetzner Cloud is configured (no Robot credentials): the hobby
     // pool's cells are cloud servers.
     let env = [
@@ -438,10 +454,7 @@ async fn kill_9_while_a_hetzner_cloud_server_boots_then_restart_adopts_it() {
         ),
         ("WEBHOST_CELL_URL", format!("{hcloud}/cell/{{name}}")),
     ];
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = client();
 
     // First start queues the hobby pool's first cell; the server is made
     // at the fake and boots.
@@ -780,12 +793,7 @@ mod flaps {
             )
             .route("/cell/{name}/api/health", get(health))
             .with_state(fake);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("fake serves") });
-        url
+        super::serve(app).await
     }
 }
 
@@ -795,12 +803,8 @@ async fn kill_9_while_a_fly_cells_database_is_made_then_restart_finishes_it() {
     let flaps = flaps::start(fake.clone()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path();
-    let ports = Ports {
-        http: free_port(),
-        osmand: free_port(),
-        teltonika: free_port(),
-    };
-    let base = format!("http://127.0.0.1:{}", ports.http);
+    let ports = Ports::free();
+    let base = ports.base();
     let env = [
         ("FLY_API_TOKEN", "fake-fly-token".to_string()),
         ("FLY_ORG", "acme".to_string()),
@@ -813,10 +817,7 @@ async fn kill_9_while_a_fly_cells_database_is_made_then_restart_finishes_it() {
         ),
         ("WEBHOST_CELL_URL", format!("{flaps}/cell/{{name}}")),
     ];
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = client();
 
     // First start queues the paid pool's first cell: the app is made and
     // its database cluster asked for.
