@@ -138,6 +138,11 @@ async fn ingest(
     ApiJson(fixes): ApiJson<Vec<DeviceFix>>,
 ) -> Result<ApiJson<DeviceIngestAnswer>, ApiError> {
     too_many(fixes.len())?;
+    // Held until the commit: a fence raised meanwhile waits for it.
+    let _permit = state.fence.permit().await?;
+    if state.fence.is_read_only(caller.tenant).await? {
+        return Ok(ApiJson(DeviceIngestAnswer::all_read_only(fixes.len())));
+    }
     let directory = state.directory.get(caller.tenant).await?;
     let mut rows = Vec::with_capacity(fixes.len());
     let mut answer = resolve(caller.tenant, &directory, fixes, Utc::now(), &mut rows);
@@ -174,12 +179,21 @@ async fn ingest_batch(
     // fix lists is bounded too.
     too_many(items.iter().map(|(_, fixes)| fixes.len().max(1)).sum())?;
     let now = Utc::now();
+    // Held until the commit: a fence raised meanwhile waits for it.
+    let _permit = state.fence.permit().await?;
     // Most items of a call share a few tenants: one directory read each.
     let mut directories: HashMap<TenantId, Option<Arc<TenantDirectory>>> = HashMap::new();
     let mut rows = Vec::with_capacity(items.len());
     let mut answers = Vec::with_capacity(items.len());
     let mut spans = Vec::with_capacity(items.len());
     for (tenant, fixes) in items {
+        if state.fence.is_read_only(tenant).await? {
+            // Being moved: nothing stored here; the edge resends them where
+            // the route points once the freeze ends.
+            answers.push(DeviceIngestAnswer::all_read_only(fixes.len()));
+            spans.push(rows.len()..rows.len());
+            continue;
+        }
         let directory = match directories.get(&tenant) {
             Some(found) => found.clone(),
             None => {

@@ -83,6 +83,7 @@ use webhost_storage::{
     VehicleTracking,
 };
 
+use crate::fence::Fence;
 use crate::geofences::{FenceSnapshot, GeofenceCache};
 use crate::live::Bus;
 use crate::usage::Meter;
@@ -138,6 +139,7 @@ impl Ingest {
         store: Arc<dyn CellStore>,
         bus: Bus,
         meter: Meter,
+        fence: Fence,
         tasks: &Shutdown,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
@@ -151,6 +153,7 @@ impl Ingest {
             geofences: geofences.clone(),
             tracking,
             meter,
+            fence,
         };
         tasks.spawn(writer.run(receiver));
         tasks.spawn(sweeper(queue.downgrade(), tasks.wait()));
@@ -455,6 +458,8 @@ struct Writer {
     geofences: GeofenceCache,
     tracking: Tracking,
     meter: Meter,
+    /// The sweep writes nothing for a fenced tenant (fence.rs).
+    fence: Fence,
 }
 
 /// What one group commits besides its positions.
@@ -615,7 +620,11 @@ impl Writer {
     /// [`OFFLINE_AFTER`] at `now` that are still online.
     async fn sweep(&self, now: DateTime<Utc>) -> StorageResult<usize> {
         let cutoff = now - OFFLINE_AFTER;
-        let silent = self.store.silent_vehicles(cutoff, SWEEP_LIMIT).await?;
+        // Held until the commit, so a fence raised meanwhile waits for it.
+        let _permit = self.fence.permit().await?;
+        let fenced = self.fence.fenced().await?;
+        let mut silent = self.store.silent_vehicles(cutoff, SWEEP_LIMIT).await?;
+        silent.retain(|vehicle| !fenced.contains(&vehicle.tenant_id));
         let mut found = Found {
             events: Vec::new(),
             states: Vec::new(),

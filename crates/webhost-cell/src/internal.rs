@@ -69,6 +69,8 @@ async fn delete_tenant(
 ) -> Result<StatusCode, ApiError> {
     let id = tenant_id(&id)?;
     state.store.delete_tenant(id).await?;
+    state.fence.forget(id);
+    state.bus.close_tenant(id);
     state.directory.invalidate(id).await;
     state.ingest.latest().forget_tenant(id).await;
     Ok(StatusCode::NO_CONTENT)

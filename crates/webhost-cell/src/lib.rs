@@ -6,12 +6,14 @@
 mod devices;
 mod directory;
 mod events;
+mod fence;
 mod geofences;
 mod ingest;
 mod internal;
 mod live;
 pub mod maintenance;
 mod positions;
+mod transfer;
 pub mod trips;
 mod usage;
 mod vehicles;
@@ -85,6 +87,7 @@ pub struct CellState {
     control: InternalClient,
     config: Arc<CellConfig>,
     meter: usage::Meter,
+    fence: fence::Fence,
 }
 
 impl FromRef<CellState> for InternalAuth {
@@ -161,8 +164,15 @@ pub fn router(
             .clone()
             .flush_periodically(store.clone(), tasks.wait()),
     );
+    let fence = fence::Fence::new(store.clone());
     let state = CellState {
-        ingest: ingest::Ingest::start(store.clone(), bus.clone(), meter.clone(), tasks),
+        ingest: ingest::Ingest::start(
+            store.clone(),
+            bus.clone(),
+            meter.clone(),
+            fence.clone(),
+            tasks,
+        ),
         bus,
         directory: directory::Directory::new(store.clone()),
         store,
@@ -173,6 +183,7 @@ pub fn router(
         control: InternalClient::new(keys, webhost_contract::CELL),
         config: Arc::new(config),
         meter: meter.clone(),
+        fence,
     };
     let api = api();
     let graphql = api
@@ -187,8 +198,14 @@ pub fn router(
         .merge(maintenance::routes())
         .merge(events::routes())
         .merge(internal::routes())
+        .merge(transfer::routes())
         .fallback(webhost_http::fallback)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)
+        // A tenant being moved writes nothing here (fence.rs).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            fence::guard_writes,
+        ))
         .with_state(state)
         // Every tenant request counts towards its usage.
         .layer(axum::Extension(TenantRequests::new(move |tenant| {

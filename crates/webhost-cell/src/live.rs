@@ -57,6 +57,14 @@ impl Bus {
         }
     }
 
+    /// Ends the tenant's live streams: each socket is closed with 1012
+    /// (service restart), so its client reconnects — through the edge, to
+    /// wherever the tenant lives now (after a move).
+    pub fn close_tenant(&self, tenant: TenantId) {
+        // Dropping the sender closes every receiver.
+        self.tenants.lock().expect("bus lock").remove(&tenant);
+    }
+
     pub fn has_subscribers(&self, tenant: TenantId) -> bool {
         let tenants = self.tenants.lock().expect("bus lock");
         tenants.get(&tenant).is_some_and(|s| s.receiver_count() > 0)
@@ -107,7 +115,11 @@ async fn serve(mut socket: WebSocket, mut receiver: broadcast::Receiver<Utf8Byte
                     close(&mut socket, 1008, "too slow: fell behind the live stream").await;
                     return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => {
+                    // `close_tenant`: the account moved to another cell.
+                    close(&mut socket, 1012, "the account moved: reconnect").await;
+                    return;
+                }
             },
             _ = ping.tick() => {
                 if unanswered >= MISSED_PONGS {

@@ -96,12 +96,30 @@ pub struct DeviceIngestAnswer {
     /// this cell: the sender's idea of the device's owner is out of date.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_devices: Vec<usize>,
+    /// The fixes (indexes, also in `rejected`) refused because their tenant
+    /// is read-only on this cell: it is being moved (SPEC §6). Nothing was
+    /// stored for them; the sender holds them while the tenant's route is
+    /// frozen and sends them where the route then points.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<usize>,
 }
 
 impl DeviceIngestAnswer {
     /// Fixes one call may carry, over all its items (a Teltonika packet
     /// holds at most 255). The edge sizes its batches with this.
     pub const MAX_FIXES: usize = 1_000;
+
+    /// Every fix refused because the tenant is read-only on the cell (being
+    /// moved): the sender resends them once the route has settled.
+    pub fn all_read_only(fixes: usize) -> Self {
+        Self {
+            rejected: (0..fixes)
+                .map(|i| (i, "the account is being moved".to_string()))
+                .collect(),
+            read_only: (0..fixes).collect(),
+            ..Self::default()
+        }
+    }
 
     /// Every fix refused as not this tenant's (the answer to a stale route).
     pub fn all_unknown(fixes: usize, why: &str) -> Self {
@@ -111,6 +129,112 @@ impl DeviceIngestAnswer {
             ..Self::default()
         }
     }
+}
+
+/// A cell's answer header on a tenant API write it refused because the
+/// tenant is read-only there (being moved): nothing was written, and the
+/// edge holds the request while the route is frozen and sends it where the
+/// route then points. The edge never passes it to the client.
+pub const READ_ONLY_HEADER: &str = "x-webhost-read-only";
+
+/// `GET …/transfer/watermark`: the cell's change clock
+/// (`CellStore::change_watermark`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub watermark: u64,
+}
+
+/// `POST …/transfer/export`: one chunk of a table after a cursor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    pub table: String,
+    #[serde(default)]
+    pub after: Option<String>,
+    pub limit: u32,
+    #[serde(default)]
+    pub history_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `POST …/transfer/changes`: one page of a table's changes since a
+/// watermark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesRequest {
+    pub table: String,
+    pub since: u64,
+    #[serde(default)]
+    pub after: Option<String>,
+    pub limit: u32,
+    #[serde(default)]
+    pub history_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The answer to `export` and `changes`: full row images (the storage
+/// layer's `Record`s, passed through by the control plane untouched), keys
+/// deleted (changes only), and where the next page starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExportedRecords {
+    pub records: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
+    pub next: Option<String>,
+}
+
+/// `POST …/transfer/import`: upserts `records`, then deletes `deleted`
+/// keys of `table` (when given).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    pub records: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}
+
+/// What an import wrote and deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Imported {
+    pub written: u64,
+    pub deleted: u64,
+}
+
+/// `POST …/transfer/digest`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestRequest {
+    #[serde(default)]
+    pub history_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One table's row count and order-independent checksum.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDigest {
+    pub rows: u64,
+    pub checksum: String,
+}
+
+/// The digest of every table a move carries, by table name, and the
+/// cell's change clock when it was taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantDigest {
+    pub tables: std::collections::BTreeMap<String, TableDigest>,
+    pub watermark: u64,
+}
+
+/// `PUT /internal/v1/tenants/{id}/fence`: whether the cell refuses the
+/// tenant's writes (API and devices; the move's imports still apply).
+/// Turning it on waits until every write already accepted has committed,
+/// so what the answer follows is all there is to catch up. `moved`: the
+/// tenant now lives on another cell — its live sockets here are closed
+/// (code 1012), so clients reconnect through the edge to the new cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteFence {
+    pub read_only: bool,
+    #[serde(default)]
+    pub moved: bool,
 }
 
 #[cfg(test)]

@@ -30,3 +30,20 @@ pub const DEVICE_ROUTE: &str = "/internal/v1/devices/{device_id}";
 pub fn device(id: &DeviceId) -> String {
     format!("/internal/v1/devices/{id}")
 }
+
+/// Cell: the tenant's data moving to or from another cell (SPEC §6),
+/// driven by the control plane: `…/watermark` (`GET`, [`crate::Watermark`]),
+/// `…/export` and `…/changes` (`POST`, [`crate::ExportRequest`] /
+/// [`crate::ChangesRequest`] → [`crate::ExportedRecords`]), `…/import`
+/// (`POST`, [`crate::ImportRequest`] → [`crate::Imported`]), `…/digest`
+/// (`POST`, [`crate::DigestRequest`] → [`crate::TenantDigest`]).
+pub const TRANSFER_ROUTE: &str = "/internal/v1/tenants/{id}/transfer/{action}";
+pub fn transfer(id: TenantId, action: &str) -> String {
+    format!("/internal/v1/tenants/{id}/transfer/{action}")
+}
+
+/// Cell: the tenant's write fence (`PUT`, [`crate::WriteFence`]).
+pub const FENCE_ROUTE: &str = "/internal/v1/tenants/{id}/fence";
+pub fn fence(id: TenantId) -> String {
+    format!("/internal/v1/tenants/{id}/fence")
+}

@@ -44,6 +44,11 @@ pub fn api() -> Api<ControlState, OperatorCaller> {
         .operation::<RetryJob>()
         .operation::<CancelJob>()
         .operation::<ShowEconomics>()
+        .operation::<crate::migrations::MigrateTenant>()
+        .operation::<crate::migrations::ListMigrations>()
+        .operation::<crate::migrations::ShowMigration>()
+        .operation::<crate::migrations::RollbackMigration>()
+        .operation::<crate::migrations::CancelMigration>()
 }
 
 fn limit(raw: Option<u32>) -> Result<u32, ApiError> {
@@ -567,6 +572,8 @@ impl Operation<ControlState, OperatorCaller> for DrainCell {
             )
             .await?;
         tracing::info!(cell = %cell.name, "cell draining");
+        // Its tenants move off, one at a time.
+        crate::moves::Rebalance::queue(&state.jobs).await;
         Ok(cell.into())
     }
 }

@@ -424,6 +424,8 @@ fn known<T>(result: Result<T, StorageError>) -> Result<Option<T>, JobError> {
 pub struct ApplyStripeEvent {
     pub(crate) store: Arc<dyn ControlStore>,
     pub(crate) grace: Duration,
+    /// Applies a paid plan change (and starts its move).
+    pub(crate) moves: Arc<crate::moves::Moves>,
 }
 
 #[async_trait]
@@ -547,8 +549,12 @@ impl ApplyStripeEvent {
                     status: text(&object["status"]),
                     plan_wanted,
                 };
+                let wanted = update.plan_wanted.clone().flatten();
                 if known(store.record_stripe_subscription(tenant, update).await)?.is_none() {
                     return Ok(Applied::UnknownTenant);
+                }
+                if let Some(plan) = wanted {
+                    self.apply_plan(tenant, &plan).await?;
                 }
                 if deleted {
                     known(
@@ -563,6 +569,42 @@ impl ApplyStripeEvent {
             }
         };
         Ok(applied)
+    }
+
+    /// Applies the plan Stripe says was paid for (limits, or a move to the
+    /// new plan's pool), then clears `plan_wanted`. A move already under
+    /// way is waited for (retried); a plan the data does not fit stays
+    /// wanted, with the reason on the job, for the operator.
+    async fn apply_plan(&self, tenant: TenantId, plan: &PlanName) -> Result<(), JobError> {
+        let Some(state) = self.moves.control_state() else {
+            return Err(JobError::retry(anyhow::anyhow!(
+                "the control plane is starting"
+            )));
+        };
+        match crate::subscription::change_plan(&state, tenant, plan).await {
+            Ok(()) => {}
+            Err(err) if err.code == "move_in_progress" => {
+                return Err(JobError::retry(anyhow::anyhow!("{}", err.message)))
+            }
+            Err(err) if err.status.is_client_error() => {
+                return Err(JobError::permanent(anyhow::anyhow!(
+                    "the paid plan {plan} cannot be applied: {}",
+                    err.message
+                )))
+            }
+            Err(err) => return Err(JobError::retry(anyhow::anyhow!("{}", err.message))),
+        }
+        self.store
+            .record_stripe_subscription(
+                tenant,
+                StripeSubscriptionUpdate {
+                    plan_wanted: Some(None),
+                    ..StripeSubscriptionUpdate::default()
+                },
+            )
+            .await
+            .map_err(JobError::retry)?;
+        Ok(())
     }
 
     /// What to record as the wanted plan: a catalog plan other than the
@@ -647,10 +689,16 @@ impl Handler for SuspendOverdue {
 }
 
 /// Registers the billing jobs and the hourly overdue sweep.
-pub(crate) fn schedule(jobs: Jobs, store: &Arc<dyn ControlStore>, grace: Duration) -> Jobs {
+pub(crate) fn schedule(
+    jobs: Jobs,
+    store: &Arc<dyn ControlStore>,
+    grace: Duration,
+    moves: &Arc<crate::moves::Moves>,
+) -> Jobs {
     jobs.register(ApplyStripeEvent {
         store: store.clone(),
         grace,
+        moves: moves.clone(),
     })
     .register(SuspendOverdue {
         store: store.clone(),

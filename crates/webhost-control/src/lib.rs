@@ -9,6 +9,8 @@ mod devices;
 pub mod economics;
 mod identity;
 pub mod maintenance;
+pub mod migrations;
+pub mod moves;
 pub mod provider;
 mod subscription;
 
@@ -27,6 +29,7 @@ use webhost_storage::ControlStore;
 pub use billing::{BillingSettings, WebhookSecret};
 pub use cells::{ProvisionCell, RetireCell};
 pub use identity::ApiKeySecret;
+pub use moves::{MoveSettings, MoveTenant, StopAt};
 pub use provider::{ensure_cells, provision_cell, Providers};
 pub use webhost_jobs::Jobs;
 
@@ -43,6 +46,7 @@ pub struct ControlState {
     login_limiter: Arc<identity::LoginLimiter>,
     region: String,
     billing: BillingSettings,
+    moves: Arc<moves::Moves>,
 }
 
 impl FromRef<ControlState> for InternalAuth {
@@ -62,6 +66,8 @@ pub struct ControlParts {
     pub region: String,
     /// Stripe: the webhook secret and the grace period of unpaid invoices.
     pub billing: BillingSettings,
+    /// How tenant moves run (SPEC §6).
+    pub moves: MoveSettings,
 }
 
 /// Signup and login: no credentials.
@@ -78,6 +84,7 @@ fn tenant_api() -> Api<ControlState> {
         .operation::<identity::CreateApiKey>()
         .operation::<identity::RevokeApiKey>()
         .operation::<subscription::ShowSubscription>()
+        .operation::<subscription::ChangeSubscription>()
 }
 
 /// The OpenAPI documents of the control plane's declared operations.
@@ -98,6 +105,7 @@ pub struct ControlPlane {
 
 pub fn build(parts: ControlParts) -> ControlPlane {
     let cells = InternalClient::new(parts.keys.clone(), webhost_contract::CONTROL);
+    let moves = moves::Moves::new(parts.store.clone(), cells.clone(), parts.moves);
     let jobs = parts
         .jobs
         .register(ProvisionCell {
@@ -108,9 +116,21 @@ pub fn build(parts: ControlParts) -> ControlPlane {
         .register(RetireCell {
             store: parts.store.clone(),
             providers: parts.providers.clone(),
-        });
+        })
+        .register(MoveTenant {
+            moves: moves.clone(),
+        })
+        .register(moves::Rebalance {
+            moves: moves.clone(),
+        })
+        .add_cron(
+            "rebalance",
+            webhost_jobs::CronSchedule::Every(std::time::Duration::from_secs(300)),
+            "rebalance",
+            serde_json::json!({}),
+        );
     let jobs = maintenance::schedule(jobs, &parts.store, &cells);
-    let jobs = billing::schedule(jobs, &parts.store, parts.billing.grace);
+    let jobs = billing::schedule(jobs, &parts.store, parts.billing.grace, &moves);
     let state = ControlState {
         store: parts.store,
         tokens: parts.tokens,
@@ -125,7 +145,11 @@ pub fn build(parts: ControlParts) -> ControlPlane {
         login_limiter: Arc::new(identity::LoginLimiter::new()),
         region: parts.region,
         billing: parts.billing,
+        moves: moves.clone(),
     };
+    // The router owns the state the move jobs reach placement through.
+    let shared = Arc::new(state.clone());
+    moves.attach(&shared);
     let router = Router::new()
         .route("/api/health", get(health))
         .merge(public_api().router())
@@ -140,7 +164,8 @@ pub fn build(parts: ControlParts) -> ControlPlane {
         .merge(admin::api().router())
         .fallback(webhost_http::fallback)
         .method_not_allowed_fallback(webhost_http::method_not_allowed)
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::Extension(shared));
     ControlPlane {
         router: webhost_http::common_layers(router),
         jobs,

@@ -5,6 +5,9 @@
 
 mod devices;
 mod forward;
+mod routes;
+#[cfg(test)]
+mod testing;
 
 pub use devices::{osmand_router, serve_teltonika};
 
@@ -45,6 +48,9 @@ pub struct EdgeState(Arc<Shared>);
 /// What [`EdgeState`] holds; nothing of it is public.
 pub struct Shared {
     store: Arc<dyn RoutingDirectory>,
+    /// Tenant routes with the version rule, and the hold of a moving
+    /// tenant's writes.
+    routes: routes::Routes,
     tokens: UserTokens,
     client: InternalClient,
     control_url: String,
@@ -67,9 +73,14 @@ impl std::ops::Deref for EdgeState {
 
 impl EdgeState {
     pub fn new(parts: EdgeParts) -> Self {
+        Self::with_timing(parts, routes::Timing::DEFAULT)
+    }
+
+    fn with_timing(parts: EdgeParts, timing: routes::Timing) -> Self {
         let client = InternalClient::new(parts.keys, "edge");
         Self(Arc::new(Shared {
             devices: devices::Devices::new(client.clone()),
+            routes: routes::Routes::new(parts.store.clone(), timing),
             store: parts.store,
             tokens: parts.tokens,
             client,

@@ -116,6 +116,7 @@ impl From<Conflict> for ApiError {
             ),
             Conflict::CellNameTaken(_) => Self::conflict("cell_name_taken", message),
             Conflict::Job(_) => Self::conflict("job_state", message),
+            Conflict::MoveInProgress(_) => Self::conflict("move_in_progress", message),
         }
     }
 }

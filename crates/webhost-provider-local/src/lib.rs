@@ -78,7 +78,15 @@ fn cell_database_url(base_url: &str, cell_name: &str) -> anyhow::Result<String> 
     } else {
         database
     };
-    let mut url = format!("{server}/{database}_cell_{suffix}");
+    let name = format!("{database}_cell_{suffix}");
+    // PostgreSQL cuts identifiers at 63 bytes: two cells would silently
+    // share one database.
+    anyhow::ensure!(
+        name.len() <= 63,
+        "the cell database name {name} is longer than PostgreSQL's 63 bytes: use a shorter \
+         database name in DATABASE_URL"
+    );
+    let mut url = format!("{server}/{name}");
     if let Some(query) = query {
         url.push('?');
         url.push_str(query);

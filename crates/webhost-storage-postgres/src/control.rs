@@ -11,8 +11,8 @@ use webhost_storage::{
     seed_catalog, ApiKey, ApiKeyPrincipal, BillingSuspension, Cell, CellStatus, CellUpdate,
     Conflict, ControlStore, DeviceRegistration, MeasuredUsage, NewApiKey, NewCell, NewJob,
     NewStripeEvent, NewTenant, NewUser, Route, RoutingDirectory, StorageError, StorageResult,
-    StripeEvent, StripeSubscriptionUpdate, Tenant, TenantBilling, TenantFilter, TenantPlacement,
-    TenantStatus, TenantUsageRecord, User, UserCredentials, UserRole,
+    StripeEvent, StripeSubscriptionUpdate, SwitchOutcome, Tenant, TenantBilling, TenantFilter,
+    TenantMove, TenantPlacement, TenantStatus, TenantUsageRecord, User, UserCredentials, UserRole,
 };
 
 use crate::{corrupt, map_err, open_pool, unexpected};
@@ -163,6 +163,33 @@ fn cell_from_row(row: &PgRow) -> StorageResult<Cell> {
         template: row.try_get("template").map_err(unexpected)?,
         created_at: row.try_get("created_at").map_err(unexpected)?,
         updated_at: row.try_get("updated_at").map_err(unexpected)?,
+    })
+}
+
+const MOVE_COLUMNS: &str = "id, tenant_id, source_cell, target_cell, phase, finished, state, \
+     created_at, updated_at";
+
+fn move_from_row(row: &PgRow) -> StorageResult<TenantMove> {
+    Ok(TenantMove {
+        id: row.try_get("id").map_err(unexpected)?,
+        tenant_id: TenantId::from_uuid(row.try_get("tenant_id").map_err(unexpected)?),
+        source_cell: CellId::from_uuid(row.try_get("source_cell").map_err(unexpected)?),
+        target_cell: row
+            .try_get::<Option<Uuid>, _>("target_cell")
+            .map_err(unexpected)?
+            .map(CellId::from_uuid),
+        phase: row.try_get("phase").map_err(unexpected)?,
+        finished: row.try_get("finished").map_err(unexpected)?,
+        state: row.try_get("state").map_err(unexpected)?,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+        updated_at: row.try_get("updated_at").map_err(unexpected)?,
+    })
+}
+
+/// Whether `err` is the "one unfinished move per tenant" index refusing a row.
+fn is_second_active_move(err: &sqlx::Error) -> bool {
+    err.as_database_error().is_some_and(|db| {
+        db.is_unique_violation() && db.constraint() == Some("tenant_moves_one_active")
     })
 }
 
@@ -367,6 +394,30 @@ impl ControlStore for PgControlStore {
             .execute(&self.pool)
             .await
             .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn set_tenant_plan(
+        &self,
+        id: TenantId,
+        plan: &PlanName,
+        placement: &webhost_domain::Placement,
+    ) -> StorageResult<()> {
+        let regions: Vec<String> = placement.regions.iter().map(ToString::to_string).collect();
+        let done = sqlx::query(
+            "UPDATE tenants SET plan = $1, pool = $2, region = $3, regions = $4 WHERE id = $5",
+        )
+        .bind(plan.as_str())
+        .bind(placement.pool.as_str())
+        .bind(placement.region.as_str())
+        .bind(regions)
+        .bind(id.as_uuid())
+        .execute(&self.pool)
+        .await
+        .map_err(unexpected)?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound("tenant"));
         }
@@ -620,6 +671,146 @@ impl ControlStore for PgControlStore {
         Ok(())
     }
 
+    async fn freeze_route(&self, tenant: TenantId, until: DateTime<Utc>) -> StorageResult<Route> {
+        let done = sqlx::query("UPDATE routes SET frozen_until = $1 WHERE tenant_id = $2")
+            .bind(until)
+            .bind(tenant.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("route"));
+        }
+        self.route(tenant).await
+    }
+
+    async fn unfreeze_route(&self, tenant: TenantId) -> StorageResult<Route> {
+        sqlx::query("UPDATE routes SET frozen_until = NULL WHERE tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        self.route(tenant).await
+    }
+
+    async fn switch_route(
+        &self,
+        tenant: TenantId,
+        from_cell: CellId,
+        from_version: i64,
+        to_cell: CellId,
+        now: DateTime<Utc>,
+    ) -> StorageResult<SwitchOutcome> {
+        let switched: Option<i64> = sqlx::query_scalar(
+            "UPDATE routes SET cell_id = $1, version = version + 1, updated_at = $2 \
+             WHERE tenant_id = $3 AND cell_id = $4 AND version = $5 AND frozen_until > $2 \
+             RETURNING version",
+        )
+        .bind(to_cell.as_uuid())
+        .bind(now)
+        .bind(tenant.as_uuid())
+        .bind(from_cell.as_uuid())
+        .bind(from_version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        if let Some(version) = switched {
+            return Ok(SwitchOutcome::Switched { version });
+        }
+        let route = self.route(tenant).await?;
+        Ok(if route.cell_id == to_cell {
+            SwitchOutcome::AlreadySwitched {
+                version: route.version,
+            }
+        } else {
+            SwitchOutcome::Refused {
+                version: route.version,
+                frozen: route.is_frozen(now),
+            }
+        })
+    }
+
+    async fn create_move(&self, new: TenantMove) -> StorageResult<TenantMove> {
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO tenant_moves ({MOVE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(new.id)
+        .bind(new.tenant_id.as_uuid())
+        .bind(new.source_cell.as_uuid())
+        .bind(new.target_cell.map(|cell| cell.as_uuid()))
+        .bind(&new.phase)
+        .bind(new.finished)
+        .bind(&new.state)
+        .bind(new.created_at)
+        .bind(new.updated_at)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => self.tenant_move(new.id).await,
+            Err(err) if is_second_active_move(&err) => {
+                Err(self.move_in_progress(new.tenant_id, err).await)
+            }
+            Err(err) => Err(unexpected(err)),
+        }
+    }
+
+    async fn save_move(&self, record: &TenantMove) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE tenant_moves SET target_cell = $1, phase = $2, finished = $3, state = $4, \
+             updated_at = $5 WHERE id = $6",
+        )
+        .bind(record.target_cell.map(|cell| cell.as_uuid()))
+        .bind(&record.phase)
+        .bind(record.finished)
+        .bind(&record.state)
+        .bind(record.updated_at)
+        .bind(record.id)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(done) if done.rows_affected() == 0 => Err(StorageError::NotFound("move")),
+            Ok(_) => Ok(()),
+            Err(err) if is_second_active_move(&err) => {
+                Err(self.move_in_progress(record.tenant_id, err).await)
+            }
+            Err(err) => Err(unexpected(err)),
+        }
+    }
+
+    async fn tenant_move(&self, id: Uuid) -> StorageResult<TenantMove> {
+        let row = sqlx::query(&format!(
+            "SELECT {MOVE_COLUMNS} FROM tenant_moves WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("move"))?;
+        move_from_row(&row)
+    }
+
+    async fn active_move(&self, tenant: TenantId) -> StorageResult<Option<TenantMove>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MOVE_COLUMNS} FROM tenant_moves WHERE tenant_id = $1 AND NOT finished"
+        ))
+        .bind(tenant.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        row.as_ref().map(move_from_row).transpose()
+    }
+
+    async fn moves(&self, limit: u32) -> StorageResult<Vec<TenantMove>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MOVE_COLUMNS} FROM tenant_moves ORDER BY created_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(move_from_row).collect()
+    }
+
     async fn record_stripe_event(&self, event: NewStripeEvent, job: NewJob) -> StorageResult<bool> {
         let mut tx = self.pool.begin().await.map_err(unexpected)?;
         // A concurrent delivery of the same id waits here for this one's
@@ -799,7 +990,7 @@ impl RoutingDirectory for PgControlStore {
     }
     async fn route(&self, tenant: TenantId) -> StorageResult<Route> {
         let row = sqlx::query(
-            "SELECT r.cell_id, c.url, r.version, t.status FROM routes r \
+            "SELECT r.cell_id, c.url, r.version, r.frozen_until, t.status FROM routes r \
              JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
              WHERE r.tenant_id = $1",
         )
@@ -816,6 +1007,7 @@ impl RoutingDirectory for PgControlStore {
             version: row.try_get("version").map_err(unexpected)?,
             tenant_status: TenantStatus::parse(&status)
                 .ok_or_else(|| corrupt("tenant status", &status))?,
+            frozen_until: row.try_get("frozen_until").map_err(unexpected)?,
         })
     }
     async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration> {
@@ -836,6 +1028,16 @@ impl RoutingDirectory for PgControlStore {
 }
 
 impl PgControlStore {
+    /// The conflict for a second unfinished move: names the one in the way
+    /// (unless it finished in between: then the original error).
+    async fn move_in_progress(&self, tenant: TenantId, err: sqlx::Error) -> StorageError {
+        match self.active_move(tenant).await {
+            Ok(Some(active)) => StorageError::Conflict(Conflict::MoveInProgress(active.id)),
+            Ok(None) => unexpected(err),
+            Err(read) => read,
+        }
+    }
+
     /// Reads the tenant's billing row (made if missing) and status with both
     /// rows locked, lets `change` decide (a new status, if any), and writes
     /// both in one transaction. Answers the billing as written and whether

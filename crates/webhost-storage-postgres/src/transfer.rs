@@ -4,8 +4,44 @@
 //! by another tenant. Positions go through `UNNEST` in one statement per
 //! table, into daily partitions created first (as `insert_positions` does),
 //! so importing old days works.
+//!
+//! # Catch-up: transaction ids (`migrations/cell/0007_transfer_changes.sql`)
+//!
+//! Every row of the eight transfer tables carries `change_seq`, the id of
+//! the (top-level) transaction that last wrote it: the column's default is
+//! `pg_current_xact_id()` — so the ingest path's `COPY` and `INSERT …
+//! UNNEST`, which leave the column out, pay no trigger — and a `BEFORE
+//! UPDATE` trigger stamps it again on every update, upserts' `DO UPDATE` and
+//! imports included (a row copied here is a change here, so a reverse move
+//! catches up from this cell's watermark). Deleting a vehicle, geofence,
+//! webhook, tracker state or latest position leaves a tombstone
+//! (`transfer_tombstones`, one row per key, moved forward on a repeat) with
+//! the deleting transaction's id.
+//!
+//! [`CellStore::change_watermark`](webhost_storage::CellStore::change_watermark)
+//! is `pg_snapshot_xmin(pg_current_snapshot())`: every transaction whose id
+//! is below it has finished. A transaction that commits after the
+//! watermark was read was still running then (or had not started), so its
+//! id is at or above it, whatever order transactions began and committed
+//! in: `change_seq >= since` never misses it. The bound is one-sided: a
+//! transaction that committed before the watermark while an older one was
+//! still open may be returned again by the next round (harmless: upserts
+//! are idempotent); with nothing else open, the watermark is the next id.
+//!
+//! `export_changes` pages through the rows with `change_seq >= since` in
+//! `(change_seq, key)` order; its cursor is `<change_seq>@<key>` (the key as
+//! `Record::cursor` spells it). Many rows of one transaction share one id
+//! and are told apart by the key, so a page boundary inside them still
+//! moves on. A row rewritten while the pages are read is returned again, or
+//! — when its new id sorts behind the cursor — by the next round, whose
+//! watermark it is at or above. Positions are found through a BRIN index
+//! on `change_seq` (per daily partition: the block ranges written before
+//! the watermark are skipped, old days' partitions entirely), events and
+//! attempts through `(tenant_id, change_seq, …)` B-trees; the other tables
+//! hold a few rows per vehicle and are read through their tenant index.
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use webhost_domain::{DeviceId, ShortText, TenantId, VehicleId};
 use webhost_geofence::VehicleState;
@@ -15,7 +51,7 @@ use webhost_storage::transfer::{
     TrackerStateRecord, VehicleRecord, WebhookAttemptRecord, WebhookRecord,
 };
 use webhost_storage::{
-    Chunk, Cursor, NewPosition, Record, StorageError, StorageResult, TransferTable,
+    ChangeChunk, Chunk, Cursor, NewPosition, Record, StorageError, StorageResult, TransferTable,
 };
 
 use crate::cell::{attributes_json, device_conflict, vehicle_from_row, VEHICLE_COLUMNS};
@@ -46,6 +82,127 @@ fn written(
         return Err(held_elsewhere(table, key));
     }
     Ok(done.rows_affected())
+}
+
+/// A row of `table` as `export_chunk`/`export_changes` select it (the
+/// columns of [`change_shape`]) as its record.
+fn decode(table: TransferTable, row: &PgRow) -> StorageResult<Record> {
+    Ok(match table {
+        TransferTable::Vehicles => Record::Vehicle(vehicle_from_row(row)?.into()),
+        TransferTable::Geofences => Record::Geofence(geofence_from_row(row)?.into()),
+        TransferTable::Webhooks => Record::Webhook(webhook_from_row(row)?.into()),
+        TransferTable::WebhookAttempts => Record::WebhookAttempt(attempt_from_row(row)?.into()),
+        TransferTable::TrackerStates => {
+            let state: serde_json::Value = row.try_get("state").map_err(unexpected)?;
+            let state: VehicleState = serde_json::from_value(state.clone())
+                .map_err(|_| corrupt("vehicle state", &state.to_string()))?;
+            Record::TrackerState(TrackerStateRecord {
+                vehicle_id: VehicleId::from_uuid(row.try_get("vehicle_id").map_err(unexpected)?),
+                state,
+                last_seen: row
+                    .try_get::<Option<DateTime<Utc>>, _>("last_seen")
+                    .map_err(unexpected)?
+                    .map(micros),
+                online: row.try_get("online").map_err(unexpected)?,
+                updated_at: micros(row.try_get("updated_at").map_err(unexpected)?),
+            })
+        }
+        TransferTable::LatestPositions => Record::LatestPosition(position_from_row(row)?.into()),
+        TransferTable::Positions => Record::Position(position_from_row(row)?.into()),
+        TransferTable::Events => Record::Event(EventRecord::of(
+            event_from_row(row)?,
+            row.try_get("created_at").map_err(unexpected)?,
+        )),
+    })
+}
+
+/// What `export_changes` reads for a table: the columns [`decode`] takes,
+/// the SQL table, and its key columns in page order.
+fn change_shape(table: TransferTable) -> (String, &'static str, &'static str) {
+    match table {
+        TransferTable::Vehicles => (VEHICLE_COLUMNS.to_string(), "vehicles", "id"),
+        TransferTable::Geofences => (GEOFENCE_COLUMNS.to_string(), "geofences", "id"),
+        TransferTable::Webhooks => (WEBHOOK_COLUMNS.to_string(), "webhooks", "id"),
+        TransferTable::WebhookAttempts => (ATTEMPT_COLUMNS.to_string(), "webhook_deliveries", "id"),
+        TransferTable::TrackerStates => (
+            "vehicle_id, state, last_seen, online, updated_at".to_string(),
+            "vehicle_states",
+            "vehicle_id",
+        ),
+        TransferTable::LatestPositions => (
+            format!("vehicle_id, {FIX_COLUMNS}"),
+            "latest_positions",
+            "vehicle_id",
+        ),
+        TransferTable::Positions => (
+            format!("vehicle_id, {FIX_COLUMNS}"),
+            "positions",
+            "vehicle_id, time",
+        ),
+        TransferTable::Events => (format!("{EVENT_COLUMNS}, created_at"), "events", "time, id"),
+    }
+}
+
+/// A change page's cursor: `<change_seq>@<key>`.
+fn change_cursor(seq: i64, record: &Record) -> Cursor {
+    Cursor::from_string(format!("{seq}@{}", record.cursor()))
+}
+
+fn invalid_change_cursor(table: TransferTable, cursor: &Cursor) -> StorageError {
+    StorageError::Unexpected(anyhow::anyhow!(
+        "invalid {table} change cursor {:?}: pass back a cursor an export of {table}'s \
+         changes returned",
+        cursor.as_str()
+    ))
+}
+
+/// Where a change page resumes: the change sequence and the key after
+/// which it does.
+fn parse_change_cursor(table: TransferTable, cursor: &Cursor) -> StorageResult<(i64, Cursor)> {
+    let (seq, key) = cursor
+        .as_str()
+        .split_once('@')
+        .ok_or_else(|| invalid_change_cursor(table, cursor))?;
+    let seq = seq
+        .parse()
+        .map_err(|_| invalid_change_cursor(table, cursor))?;
+    Ok((seq, Cursor::from_string(key)))
+}
+
+/// A key's values, bound after the change sequence in page order.
+enum KeyValues {
+    Id(uuid::Uuid),
+    /// Positions: vehicle, then time.
+    VehicleTime(uuid::Uuid, DateTime<Utc>),
+    /// Events: time, then id.
+    TimeId(DateTime<Utc>, uuid::Uuid),
+}
+
+fn key_values(table: TransferTable, key: &Cursor) -> StorageResult<KeyValues> {
+    Ok(match table {
+        TransferTable::Positions => {
+            let (time, vehicle) = key.time_id(table)?;
+            KeyValues::VehicleTime(vehicle, time)
+        }
+        TransferTable::Events => {
+            let (time, id) = key.time_id(table)?;
+            KeyValues::TimeId(time, id)
+        }
+        _ => KeyValues::Id(key.id(table)?),
+    })
+}
+
+/// The table and key column a tombstone of `table` names, for the tables
+/// that keep tombstones.
+fn tombstone_target(table: TransferTable) -> Option<(&'static str, &'static str)> {
+    match table {
+        TransferTable::Vehicles => Some(("vehicles", "id")),
+        TransferTable::Geofences => Some(("geofences", "id")),
+        TransferTable::Webhooks => Some(("webhooks", "id")),
+        TransferTable::TrackerStates => Some(("vehicle_states", "vehicle_id")),
+        TransferTable::LatestPositions => Some(("latest_positions", "vehicle_id")),
+        TransferTable::WebhookAttempts | TransferTable::Positions | TransferTable::Events => None,
+    }
 }
 
 impl PgCellStore {
@@ -137,23 +294,7 @@ impl PgCellStore {
             .await
             .map_err(unexpected)?
             .iter()
-            .map(|row| {
-                let state: serde_json::Value = row.try_get("state").map_err(unexpected)?;
-                let state: VehicleState = serde_json::from_value(state.clone())
-                    .map_err(|_| corrupt("vehicle state", &state.to_string()))?;
-                Ok(Record::TrackerState(TrackerStateRecord {
-                    vehicle_id: VehicleId::from_uuid(
-                        row.try_get("vehicle_id").map_err(unexpected)?,
-                    ),
-                    state,
-                    last_seen: row
-                        .try_get::<Option<DateTime<Utc>>, _>("last_seen")
-                        .map_err(unexpected)?
-                        .map(micros),
-                    online: row.try_get("online").map_err(unexpected)?,
-                    updated_at: micros(row.try_get("updated_at").map_err(unexpected)?),
-                }))
-            })
+            .map(|row| decode(TransferTable::TrackerStates, row))
             .collect::<StorageResult<Vec<_>>>()?,
             TransferTable::LatestPositions => sqlx::query(&by_id(
                 &format!("vehicle_id, {FIX_COLUMNS}"),
@@ -269,6 +410,240 @@ impl PgCellStore {
         }
         tx.commit().await.map_err(unexpected)?;
         Ok(n)
+    }
+}
+
+impl PgCellStore {
+    pub(crate) async fn change_watermark_impl(&self) -> StorageResult<u64> {
+        let xmin: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unexpected)?;
+        Ok(xmin as u64)
+    }
+
+    pub(crate) async fn export_changes_impl(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        since: u64,
+        after: Option<&Cursor>,
+        limit: u32,
+        history_since: Option<DateTime<Utc>>,
+    ) -> StorageResult<ChangeChunk> {
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        if exists.is_none() {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let size = chunk_size(limit);
+        // The first page starts just below `since`: every row at or above
+        // it comes after (since - 1, any key).
+        let (after_seq, after_key) = match after {
+            Some(cursor) => {
+                let (seq, key) = parse_change_cursor(table, cursor)?;
+                (seq, key_values(table, &key)?)
+            }
+            None => {
+                let nil = uuid::Uuid::nil();
+                let epoch = DateTime::<Utc>::UNIX_EPOCH;
+                let key = match table {
+                    TransferTable::Positions => KeyValues::VehicleTime(nil, epoch),
+                    TransferTable::Events => KeyValues::TimeId(epoch, nil),
+                    _ => KeyValues::Id(nil),
+                };
+                (since.saturating_sub(1), key)
+            }
+        };
+        let (columns, from, key) = change_shape(table);
+        let (history, after_params, limit_param) = match table {
+            TransferTable::Positions => (
+                " AND ($3::timestamptz IS NULL OR time >= $3)",
+                "$4, $5::uuid, $6::timestamptz",
+                "$7",
+            ),
+            TransferTable::Events => (
+                " AND ($3::timestamptz IS NULL OR time >= $3)",
+                "$4, $5::timestamptz, $6::uuid",
+                "$7",
+            ),
+            _ => ("", "$3, $4::uuid", "$5"),
+        };
+        let sql = format!(
+            "SELECT {columns}, change_seq FROM {from} WHERE tenant_id = $1 \
+             AND change_seq >= $2{history} AND (change_seq, {key}) > ({after_params}) \
+             ORDER BY change_seq, {key} LIMIT {limit_param}"
+        );
+        let mut query = sqlx::query(&sql).bind(tenant.as_uuid()).bind(since);
+        if table.is_history() {
+            query = query.bind(history_since);
+        }
+        query = query.bind(after_seq);
+        query = match after_key {
+            KeyValues::Id(id) => query.bind(id),
+            KeyValues::VehicleTime(vehicle, time) => query.bind(vehicle).bind(time),
+            KeyValues::TimeId(time, id) => query.bind(time).bind(id),
+        };
+        let rows = query
+            .bind(fetch_limit(size))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        let mut records = Vec::with_capacity(rows.len());
+        let mut next = None;
+        for row in &rows {
+            if records.len() == size as usize {
+                // One more than a page: the cursor is the last one kept.
+                next = records
+                    .last()
+                    .map(|(seq, record)| change_cursor(*seq, record));
+                break;
+            }
+            let seq: i64 = row.try_get("change_seq").map_err(unexpected)?;
+            records.push((seq, decode(table, row)?));
+        }
+        let deleted = match (after, tombstone_target(table)) {
+            (None, Some((from, key))) => sqlx::query_scalar::<_, String>(&format!(
+                "SELECT key FROM transfer_tombstones AS t WHERE tenant_id = $1 \
+                 AND table_name = $2 AND change_seq >= $3 AND NOT EXISTS \
+                 (SELECT 1 FROM {from} AS r WHERE r.tenant_id = t.tenant_id \
+                 AND r.{key} = t.key::uuid) ORDER BY key"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(table.as_str())
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unexpected)?
+            .into_iter()
+            .map(Cursor::from_string)
+            .collect(),
+            _ => Vec::new(),
+        };
+        Ok(ChangeChunk {
+            records: records.into_iter().map(|(_, record)| record).collect(),
+            deleted,
+            next,
+        })
+    }
+
+    pub(crate) async fn remove_records_impl(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        keys: &[Cursor],
+    ) -> StorageResult<u64> {
+        // Every key parses before anything is deleted.
+        let keys = keys
+            .iter()
+            .map(|key| key_values(table, key))
+            .collect::<StorageResult<Vec<_>>>()?;
+        let t = tenant.as_uuid();
+        let mut tx = self.pool.begin().await.map_err(unexpected)?;
+        let mut removed = 0;
+        for key in keys {
+            let done = match (table, key) {
+                (TransferTable::Vehicles, KeyValues::Id(id)) => {
+                    let done = sqlx::query("DELETE FROM vehicles WHERE tenant_id = $1 AND id = $2")
+                        .bind(t)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unexpected)?;
+                    // What `delete_vehicle` removes with it (no foreign key
+                    // cascades from vehicles, on either engine).
+                    for dependent in ["positions", "latest_positions", "events", "vehicle_states"] {
+                        sqlx::query(&format!(
+                            "DELETE FROM {dependent} WHERE tenant_id = $1 AND vehicle_id = $2"
+                        ))
+                        .bind(t)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unexpected)?;
+                    }
+                    done
+                }
+                (TransferTable::Positions, KeyValues::VehicleTime(vehicle, time)) => sqlx::query(
+                    "DELETE FROM positions WHERE tenant_id = $1 AND vehicle_id = $2 \
+                         AND time = $3",
+                )
+                .bind(t)
+                .bind(vehicle)
+                .bind(time)
+                .execute(&mut *tx)
+                .await
+                .map_err(unexpected)?,
+                (TransferTable::Events, KeyValues::TimeId(_, id)) => {
+                    sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND id = $2")
+                        .bind(t)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unexpected)?
+                }
+                (table, KeyValues::Id(id)) => {
+                    // Webhooks take their attempts along (foreign key).
+                    let (from, key) = match table {
+                        TransferTable::Geofences => ("geofences", "id"),
+                        TransferTable::Webhooks => ("webhooks", "id"),
+                        TransferTable::WebhookAttempts => ("webhook_deliveries", "id"),
+                        TransferTable::TrackerStates => ("vehicle_states", "vehicle_id"),
+                        _ => ("latest_positions", "vehicle_id"),
+                    };
+                    sqlx::query(&format!(
+                        "DELETE FROM {from} WHERE tenant_id = $1 AND {key} = $2"
+                    ))
+                    .bind(t)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unexpected)?
+                }
+                (table, _) => {
+                    return Err(StorageError::Unexpected(anyhow::anyhow!(
+                        "a key of another shape than {table}'s"
+                    )))
+                }
+            };
+            removed += done.rows_affected();
+        }
+        tx.commit().await.map_err(unexpected)?;
+        Ok(removed)
+    }
+
+    pub(crate) async fn set_read_only_impl(
+        &self,
+        tenant: TenantId,
+        read_only: bool,
+    ) -> StorageResult<()> {
+        let done = sqlx::query("UPDATE tenants SET read_only = $1 WHERE id = $2")
+            .bind(read_only)
+            .bind(tenant.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn read_only_tenants_impl(&self) -> StorageResult<Vec<TenantId>> {
+        Ok(sqlx::query_scalar::<_, uuid::Uuid>(
+            "SELECT id FROM tenants WHERE read_only ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unexpected)?
+        .into_iter()
+        .map(TenantId::from_uuid)
+        .collect())
     }
 }
 

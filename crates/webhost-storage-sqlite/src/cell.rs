@@ -16,7 +16,7 @@ use webhost_storage::{
     PageRequest, PositionBucket, SilentVehicle, StorageError, StorageResult, Vehicle, VehiclePatch,
     VehicleRef, VehicleTracking,
 };
-use webhost_storage::{Chunk, Cursor, Record, TransferTable};
+use webhost_storage::{ChangeChunk, Chunk, Cursor, Record, TransferTable};
 
 use crate::bulk_read::BulkReader;
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
@@ -158,6 +158,12 @@ impl CellStore for SqliteCellStore {
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound("tenant"));
         }
+        // The deletes above left tombstones; a tenant gone needs none.
+        sqlx::query("DELETE FROM transfer_tombstones WHERE tenant_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(unexpected)?;
         tx.commit().await.map_err(unexpected)?;
         Ok(())
     }
@@ -557,5 +563,39 @@ impl CellStore for SqliteCellStore {
 
     async fn import(&self, tenant: TenantId, records: &[Record]) -> StorageResult<u64> {
         self.import_impl(tenant, records).await
+    }
+
+    async fn change_watermark(&self) -> StorageResult<u64> {
+        self.change_watermark_impl().await
+    }
+
+    async fn export_changes(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        since: u64,
+        after: Option<&Cursor>,
+        limit: u32,
+        history_since: Option<DateTime<Utc>>,
+    ) -> StorageResult<ChangeChunk> {
+        self.export_changes_impl(tenant, table, since, after, limit, history_since)
+            .await
+    }
+
+    async fn remove_records(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        keys: &[Cursor],
+    ) -> StorageResult<u64> {
+        self.remove_records_impl(tenant, table, keys).await
+    }
+
+    async fn set_read_only(&self, tenant: TenantId, read_only: bool) -> StorageResult<()> {
+        self.set_read_only_impl(tenant, read_only).await
+    }
+
+    async fn read_only_tenants(&self) -> StorageResult<Vec<TenantId>> {
+        self.read_only_tenants_impl().await
     }
 }

@@ -10,8 +10,8 @@ use webhost_storage::{
     seed_catalog, ApiKey, ApiKeyPrincipal, BillingSuspension, Cell, CellStatus, CellUpdate,
     Conflict, ControlStore, DeviceRegistration, MeasuredUsage, NewApiKey, NewCell, NewJob,
     NewStripeEvent, NewTenant, NewUser, Route, RoutingDirectory, StorageError, StorageResult,
-    StripeEvent, StripeSubscriptionUpdate, Tenant, TenantBilling, TenantFilter, TenantPlacement,
-    TenantStatus, TenantUsageRecord, User, UserCredentials, UserRole,
+    StripeEvent, StripeSubscriptionUpdate, SwitchOutcome, Tenant, TenantBilling, TenantFilter,
+    TenantMove, TenantPlacement, TenantStatus, TenantUsageRecord, User, UserCredentials, UserRole,
 };
 
 use crate::{corrupt, map_err, open_pools, parse_uuid, unexpected, Pools};
@@ -183,6 +183,37 @@ fn cell_from_row(row: &SqliteRow) -> StorageResult<Cell> {
         template: row.try_get("template").map_err(unexpected)?,
         created_at: row.try_get("created_at").map_err(unexpected)?,
         updated_at: row.try_get("updated_at").map_err(unexpected)?,
+    })
+}
+
+const MOVE_COLUMNS: &str = "id, tenant_id, source_cell, target_cell, phase, finished, state, \
+     created_at, updated_at";
+
+fn move_from_row(row: &SqliteRow) -> StorageResult<TenantMove> {
+    let id = |column: &str| -> StorageResult<uuid::Uuid> {
+        parse_uuid(&row.try_get::<String, _>(column).map_err(unexpected)?)
+    };
+    let target: Option<String> = row.try_get("target_cell").map_err(unexpected)?;
+    let state: String = row.try_get("state").map_err(unexpected)?;
+    Ok(TenantMove {
+        id: id("id")?,
+        tenant_id: TenantId::from_uuid(id("tenant_id")?),
+        source_cell: CellId::from_uuid(id("source_cell")?),
+        target_cell: target
+            .map(|raw| parse_uuid(&raw).map(CellId::from_uuid))
+            .transpose()?,
+        phase: row.try_get("phase").map_err(unexpected)?,
+        finished: row.try_get("finished").map_err(unexpected)?,
+        state: serde_json::from_str(&state).map_err(|_| corrupt("move state", &state))?,
+        created_at: row.try_get("created_at").map_err(unexpected)?,
+        updated_at: row.try_get("updated_at").map_err(unexpected)?,
+    })
+}
+
+/// Whether `err` is the "one unfinished move per tenant" index refusing a row.
+fn is_second_active_move(err: &sqlx::Error) -> bool {
+    err.as_database_error().is_some_and(|db| {
+        db.is_unique_violation() && db.message().contains("tenant_moves.tenant_id")
     })
 }
 
@@ -394,6 +425,30 @@ impl ControlStore for SqliteControlStore {
             .execute(&self.pools.writer)
             .await
             .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn set_tenant_plan(
+        &self,
+        id: TenantId,
+        plan: &PlanName,
+        placement: &webhost_domain::Placement,
+    ) -> StorageResult<()> {
+        let regions: Vec<String> = placement.regions.iter().map(ToString::to_string).collect();
+        let done = sqlx::query(
+            "UPDATE tenants SET plan = ?, pool = ?, region = ?, regions = ? WHERE id = ?",
+        )
+        .bind(plan.as_str())
+        .bind(placement.pool.as_str())
+        .bind(placement.region.as_str())
+        .bind(serde_json::to_string(&regions).map_err(|e| StorageError::Unexpected(e.into()))?)
+        .bind(id.to_string())
+        .execute(&self.pools.writer)
+        .await
+        .map_err(unexpected)?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound("tenant"));
         }
@@ -627,6 +682,140 @@ impl ControlStore for SqliteControlStore {
         Ok(())
     }
 
+    async fn freeze_route(&self, tenant: TenantId, until: DateTime<Utc>) -> StorageResult<Route> {
+        let done = sqlx::query("UPDATE routes SET frozen_until = ? WHERE tenant_id = ?")
+            .bind(until)
+            .bind(tenant.to_string())
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("route"));
+        }
+        self.route_on(&self.pools.writer, tenant).await
+    }
+
+    async fn unfreeze_route(&self, tenant: TenantId) -> StorageResult<Route> {
+        sqlx::query("UPDATE routes SET frozen_until = NULL WHERE tenant_id = ?")
+            .bind(tenant.to_string())
+            .execute(&self.pools.writer)
+            .await
+            .map_err(unexpected)?;
+        self.route_on(&self.pools.writer, tenant).await
+    }
+
+    async fn switch_route(
+        &self,
+        tenant: TenantId,
+        from_cell: CellId,
+        from_version: i64,
+        to_cell: CellId,
+        now: DateTime<Utc>,
+    ) -> StorageResult<SwitchOutcome> {
+        let switched: Option<i64> = sqlx::query_scalar(
+            "UPDATE routes SET cell_id = ?, version = version + 1, updated_at = ? \
+             WHERE tenant_id = ? AND cell_id = ? AND version = ? \
+             AND frozen_until IS NOT NULL AND frozen_until > ? RETURNING version",
+        )
+        .bind(to_cell.to_string())
+        .bind(now)
+        .bind(tenant.to_string())
+        .bind(from_cell.to_string())
+        .bind(from_version)
+        .bind(now)
+        .fetch_optional(&self.pools.writer)
+        .await
+        .map_err(unexpected)?;
+        if let Some(version) = switched {
+            return Ok(SwitchOutcome::Switched { version });
+        }
+        let route = self.route_on(&self.pools.writer, tenant).await?;
+        Ok(if route.cell_id == to_cell {
+            SwitchOutcome::AlreadySwitched {
+                version: route.version,
+            }
+        } else {
+            SwitchOutcome::Refused {
+                version: route.version,
+                frozen: route.is_frozen(now),
+            }
+        })
+    }
+
+    async fn create_move(&self, new: TenantMove) -> StorageResult<TenantMove> {
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO tenant_moves ({MOVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(new.id.to_string())
+        .bind(new.tenant_id.to_string())
+        .bind(new.source_cell.to_string())
+        .bind(new.target_cell.map(|cell| cell.to_string()))
+        .bind(&new.phase)
+        .bind(new.finished)
+        .bind(new.state.to_string())
+        .bind(new.created_at)
+        .bind(new.updated_at)
+        .execute(&self.pools.writer)
+        .await;
+        match inserted {
+            Ok(_) => self.tenant_move(new.id).await,
+            Err(err) if is_second_active_move(&err) => {
+                Err(self.move_in_progress(new.tenant_id, err).await)
+            }
+            Err(err) => Err(unexpected(err)),
+        }
+    }
+
+    async fn save_move(&self, record: &TenantMove) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE tenant_moves SET target_cell = ?, phase = ?, finished = ?, state = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(record.target_cell.map(|cell| cell.to_string()))
+        .bind(&record.phase)
+        .bind(record.finished)
+        .bind(record.state.to_string())
+        .bind(record.updated_at)
+        .bind(record.id.to_string())
+        .execute(&self.pools.writer)
+        .await;
+        match done {
+            Ok(done) if done.rows_affected() == 0 => Err(StorageError::NotFound("move")),
+            Ok(_) => Ok(()),
+            Err(err) if is_second_active_move(&err) => {
+                Err(self.move_in_progress(record.tenant_id, err).await)
+            }
+            Err(err) => Err(unexpected(err)),
+        }
+    }
+
+    async fn tenant_move(&self, id: uuid::Uuid) -> StorageResult<TenantMove> {
+        let row = sqlx::query(&format!(
+            "SELECT {MOVE_COLUMNS} FROM tenant_moves WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pools.reader)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("move"))?;
+        move_from_row(&row)
+    }
+
+    async fn active_move(&self, tenant: TenantId) -> StorageResult<Option<TenantMove>> {
+        self.active_move_on(&self.pools.reader, tenant).await
+    }
+
+    async fn moves(&self, limit: u32) -> StorageResult<Vec<TenantMove>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MOVE_COLUMNS} FROM tenant_moves ORDER BY created_at DESC, id DESC LIMIT ?"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pools.reader)
+        .await
+        .map_err(unexpected)?;
+        rows.iter().map(move_from_row).collect()
+    }
+
     async fn record_stripe_event(&self, event: NewStripeEvent, job: NewJob) -> StorageResult<bool> {
         let mut tx = self.pools.writer.begin().await.map_err(unexpected)?;
         let inserted = sqlx::query(
@@ -812,27 +1001,7 @@ impl RoutingDirectory for SqliteControlStore {
         })
     }
     async fn route(&self, tenant: TenantId) -> StorageResult<Route> {
-        let row = sqlx::query(
-            "SELECT r.cell_id, c.url, r.version, t.status FROM routes r \
-             JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
-             WHERE r.tenant_id = ?",
-        )
-        .bind(tenant.to_string())
-        .fetch_optional(&self.pools.reader)
-        .await
-        .map_err(unexpected)?
-        .ok_or(StorageError::NotFound("route"))?;
-        let status: String = row.try_get("status").map_err(unexpected)?;
-        Ok(Route {
-            tenant_id: tenant,
-            cell_id: CellId::from_uuid(parse_uuid(
-                &row.try_get::<String, _>("cell_id").map_err(unexpected)?,
-            )?),
-            cell_url: row.try_get("url").map_err(unexpected)?,
-            version: row.try_get("version").map_err(unexpected)?,
-            tenant_status: TenantStatus::parse(&status)
-                .ok_or_else(|| corrupt("tenant status", &status))?,
-        })
+        self.route_on(&self.pools.reader, tenant).await
     }
     async fn device(&self, device: &DeviceId) -> StorageResult<DeviceRegistration> {
         let row = sqlx::query("SELECT tenant_id, vehicle_id FROM devices WHERE device_id = ?")
@@ -917,6 +1086,56 @@ impl SqliteControlStore {
         }
         tx.commit().await.map_err(unexpected)?;
         Ok((billing, new_status.is_some()))
+    }
+
+    async fn route_on(&self, pool: &sqlx::SqlitePool, tenant: TenantId) -> StorageResult<Route> {
+        let row = sqlx::query(
+            "SELECT r.cell_id, c.url, r.version, r.frozen_until, t.status FROM routes r \
+             JOIN cells c ON c.id = r.cell_id JOIN tenants t ON t.id = r.tenant_id \
+             WHERE r.tenant_id = ?",
+        )
+        .bind(tenant.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(unexpected)?
+        .ok_or(StorageError::NotFound("route"))?;
+        let status: String = row.try_get("status").map_err(unexpected)?;
+        Ok(Route {
+            tenant_id: tenant,
+            cell_id: CellId::from_uuid(parse_uuid(
+                &row.try_get::<String, _>("cell_id").map_err(unexpected)?,
+            )?),
+            cell_url: row.try_get("url").map_err(unexpected)?,
+            version: row.try_get("version").map_err(unexpected)?,
+            tenant_status: TenantStatus::parse(&status)
+                .ok_or_else(|| corrupt("tenant status", &status))?,
+            frozen_until: row.try_get("frozen_until").map_err(unexpected)?,
+        })
+    }
+
+    async fn active_move_on(
+        &self,
+        pool: &sqlx::SqlitePool,
+        tenant: TenantId,
+    ) -> StorageResult<Option<TenantMove>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MOVE_COLUMNS} FROM tenant_moves WHERE tenant_id = ? AND finished = 0"
+        ))
+        .bind(tenant.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(unexpected)?;
+        row.as_ref().map(move_from_row).transpose()
+    }
+
+    /// The conflict for a second unfinished move: names the one in the way
+    /// (unless it finished in between: then the original error).
+    async fn move_in_progress(&self, tenant: TenantId, err: sqlx::Error) -> StorageError {
+        match self.active_move_on(&self.pools.writer, tenant).await {
+            Ok(Some(active)) => StorageError::Conflict(Conflict::MoveInProgress(active.id)),
+            Ok(None) => unexpected(err),
+            Err(read) => read,
+        }
     }
 
     async fn tenant_on(&self, pool: &sqlx::SqlitePool, id: TenantId) -> StorageResult<Tenant> {

@@ -123,7 +123,7 @@ pub(crate) async fn insert_events(
     for chunk in events.chunks(CHUNK) {
         let mut builder = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (id, tenant_id, type, vehicle_id, geofence_id, time, lat, lon, \
-             speed, heading, altitude, accuracy, valid, attributes, created_at) ",
+             speed, heading, altitude, accuracy, valid, attributes, created_at, change_seq) ",
         );
         builder.push_values(chunk, |mut b, row| {
             let e = &row.event;
@@ -146,7 +146,8 @@ pub(crate) async fn insert_events(
                         serde_json::to_string(f.attributes.as_map()).unwrap_or_else(|_| "{}".into())
                     })
                 }))
-                .push_bind(now);
+                .push_bind(now)
+                .push(crate::transfer::CLOCK);
         });
         builder
             .build()
@@ -171,7 +172,7 @@ pub(crate) async fn upsert_states(
             .collect::<StorageResult<Vec<_>>>()?;
         let mut builder = QueryBuilder::<Sqlite>::new(
             "INSERT INTO vehicle_states (tenant_id, vehicle_id, state, last_seen, online, \
-             updated_at) ",
+             updated_at, change_seq) ",
         );
         builder.push_values(rows, |mut b, (s, state)| {
             b.push_bind(s.tenant_id.to_string())
@@ -179,12 +180,13 @@ pub(crate) async fn upsert_states(
                 .push_bind(state)
                 .push_bind(s.last_seen.map(millis))
                 .push_bind(s.online)
-                .push_bind(now);
+                .push_bind(now)
+                .push(crate::transfer::CLOCK);
         });
         builder.push(
             " ON CONFLICT (tenant_id, vehicle_id) DO UPDATE SET state = excluded.state, \
              last_seen = excluded.last_seen, online = excluded.online, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, change_seq = excluded.change_seq",
         );
         builder
             .build()

@@ -103,7 +103,8 @@ fn push_values<'a>(builder: &mut QueryBuilder<'a, Sqlite>, rows: &'a [NewPositio
             .push_bind(fix.altitude)
             .push_bind(fix.accuracy)
             .push_bind(fix.valid)
-            .push_bind(attributes_text(&fix.attributes));
+            .push_bind(attributes_text(&fix.attributes))
+            .push(crate::transfer::CLOCK);
     });
 }
 
@@ -126,7 +127,7 @@ impl crate::SqliteCellStore {
         for chunk in rows.chunks(CHUNK) {
             let mut builder = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO positions (vehicle_id, time, tenant_id, lat, lon, speed, heading, \
-                 altitude, accuracy, valid, attributes) ",
+                 altitude, accuracy, valid, attributes, change_seq) ",
             );
             push_values(&mut builder, chunk);
             builder.push(" ON CONFLICT (vehicle_id, time) DO NOTHING RETURNING vehicle_id, time");
@@ -149,7 +150,7 @@ impl crate::SqliteCellStore {
             let owned: Vec<NewPosition> = chunk.iter().map(|r| (*r).clone()).collect();
             let mut builder = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO latest_positions (vehicle_id, time, tenant_id, lat, lon, speed, \
-                 heading, altitude, accuracy, valid, attributes) ",
+                 heading, altitude, accuracy, valid, attributes, change_seq) ",
             );
             push_values(&mut builder, &owned);
             builder.push(
@@ -157,7 +158,8 @@ impl crate::SqliteCellStore {
                  lat = excluded.lat, lon = excluded.lon, speed = excluded.speed, \
                  heading = excluded.heading, altitude = excluded.altitude, \
                  accuracy = excluded.accuracy, valid = excluded.valid, \
-                 attributes = excluded.attributes WHERE excluded.time > latest_positions.time",
+                 attributes = excluded.attributes, change_seq = excluded.change_seq \
+                 WHERE excluded.time > latest_positions.time",
             );
             builder
                 .build()

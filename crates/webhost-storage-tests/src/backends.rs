@@ -4,7 +4,7 @@
 //! alive as long as the fixture. PostgreSQL runs when
 //! `WEBHOST_TEST_DATABASE_URL` names a server (an admin URL such as
 //! `postgres://postgres@127.0.0.1:5432/postgres`): every fixture gets a new
-//! database `webhost_test_<uuid>` on it, dropped again (best effort) when the
+//! database `webhost_test_<16 hex digits>` on it, dropped again (best effort) when the
 //! fixture is dropped. Without the variable the PostgreSQL tests print a note
 //! and pass, except under `CI=true`, where they fail.
 
@@ -258,7 +258,7 @@ pub fn postgres_admin_url() -> Option<String> {
     }
 }
 
-/// Creates a new, empty database `webhost_test_<uuid>` on the server of
+/// Creates a new, empty database `webhost_test_<16 hex digits>` on the server of
 /// `admin_url` (which must be allowed to `CREATE DATABASE`) and returns the
 /// URL of the new database: `admin_url` with its database path replaced.
 ///
@@ -273,8 +273,11 @@ pub async fn fresh_postgres_database(admin_url: &str) -> String {
     with_database(admin_url, &name)
 }
 
+/// Short: local cells add `_cell_<name>`, and PostgreSQL truncates names
+/// past 63 bytes (two cells would share one database).
 fn test_database_name() -> String {
-    format!("webhost_test_{}", uuid::Uuid::new_v4().simple())
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("webhost_test_{}", &id[..16])
 }
 
 async fn create_database(admin_url: &str, name: &str) {

@@ -4,7 +4,8 @@ use chrono::Utc;
 use webhost_domain::{ApiKeyId, Catalog, CellId, TenantId, Usage, UserId, VehicleId};
 use webhost_storage::{
     ApiKeyPrincipal, CellStatus, CellUpdate, Conflict, ControlStore, DeviceRegistration, NewUser,
-    StorageError, TenantFilter, TenantStatus, TenantUsageRecord, UserRole,
+    StorageError, SwitchOutcome, TenantFilter, TenantMove, TenantStatus, TenantUsageRecord,
+    UserRole,
 };
 
 use crate::fixtures::{
@@ -1399,4 +1400,345 @@ pub async fn billing_state_follows_payments_and_shows_in_placements(store: &dyn 
         store.tenant_by_stripe_customer("cus_1").await,
         "a deleted tenant's customer",
     );
+}
+
+/// Times the stories hand the store, at the precision both engines keep.
+fn micros(at: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    use chrono::SubsecRound;
+    at.trunc_subsecs(6)
+}
+
+/// A tenant routed to a cell, and a second cell it can move to.
+async fn a_tenant_and_two_cells(store: &dyn ControlStore) -> (TenantId, CellId, CellId) {
+    let from = a_cell(store, "fly-iad-1").await;
+    let to = a_cell(store, "fly-iad-2").await;
+    let seed = tenant_seed(from, "Moving GmbH", "moving@example.com");
+    create(store, &seed).await;
+    (seed.tenant.id, from, to)
+}
+
+/// freeze_route sets `frozen_until` (version and cell unchanged) and the
+/// route reports it; unfreeze_route clears it, and is a no-op when unfrozen.
+pub async fn routes_freeze_and_unfreeze(store: &dyn ControlStore) {
+    let (tenant, cell, _) = a_tenant_and_two_cells(store).await;
+    let before = store.route(tenant).await.expect("route");
+    assert_eq!(before.frozen_until, None, "a new route is not frozen");
+    assert!(!before.is_frozen(Utc::now()));
+
+    let until = micros(Utc::now() + chrono::Duration::seconds(30));
+    let frozen = store.freeze_route(tenant, until).await.expect("freeze");
+    assert_eq!(frozen.frozen_until, Some(until));
+    assert_eq!((frozen.cell_id, frozen.version), (cell, before.version));
+    assert!(frozen.is_frozen(Utc::now()));
+    assert!(!frozen.is_frozen(until), "the freeze ends at frozen_until");
+    assert_eq!(store.route(tenant).await.expect("route"), frozen);
+
+    // Freezing again moves the deadline.
+    let later = until + chrono::Duration::seconds(5);
+    assert_eq!(
+        store
+            .freeze_route(tenant, later)
+            .await
+            .expect("refreeze")
+            .frozen_until,
+        Some(later)
+    );
+
+    let lifted = store.unfreeze_route(tenant).await.expect("unfreeze");
+    assert_eq!(lifted, before, "unfreezing restores the route as it was");
+    assert_eq!(store.route(tenant).await.expect("route"), before);
+    assert_eq!(
+        store.unfreeze_route(tenant).await.expect("unfreeze twice"),
+        before
+    );
+
+    assert_not_found(
+        store.freeze_route(TenantId::new(), until).await,
+        "freezing an unknown tenant",
+    );
+    assert_not_found(
+        store.unfreeze_route(TenantId::new()).await,
+        "unfreezing an unknown tenant",
+    );
+}
+
+/// switch_route changes the entry only from the expected cell and version
+/// while frozen; a repeat answers AlreadySwitched; a refusal changes
+/// nothing.
+pub async fn switch_route_is_a_compare_and_set(store: &dyn ControlStore) {
+    let (tenant, from, to) = a_tenant_and_two_cells(store).await;
+    let original = store.route(tenant).await.expect("route");
+    let now = Utc::now();
+
+    // Not frozen.
+    assert_eq!(
+        store
+            .switch_route(tenant, from, original.version, to, now)
+            .await
+            .expect("switch unfrozen"),
+        SwitchOutcome::Refused {
+            version: original.version,
+            frozen: false
+        }
+    );
+
+    // A freeze that has expired.
+    store
+        .freeze_route(tenant, now - chrono::Duration::seconds(1))
+        .await
+        .expect("freeze in the past");
+    assert_eq!(
+        store
+            .switch_route(tenant, from, original.version, to, now)
+            .await
+            .expect("switch after the freeze expired"),
+        SwitchOutcome::Refused {
+            version: original.version,
+            frozen: false
+        }
+    );
+    let until = now + chrono::Duration::seconds(60);
+    store.freeze_route(tenant, until).await.expect("freeze");
+    assert_eq!(
+        store
+            .switch_route(tenant, from, original.version, to, until)
+            .await
+            .expect("switch at the deadline"),
+        SwitchOutcome::Refused {
+            version: original.version,
+            frozen: false
+        },
+        "a freeze is over at frozen_until"
+    );
+
+    // Frozen, but the wrong version or the wrong cell.
+    assert_eq!(
+        store
+            .switch_route(tenant, from, original.version + 1, to, now)
+            .await
+            .expect("switch at the wrong version"),
+        SwitchOutcome::Refused {
+            version: original.version,
+            frozen: true
+        }
+    );
+    assert_eq!(
+        store
+            .switch_route(tenant, CellId::new(), original.version, to, now)
+            .await
+            .expect("switch from the wrong cell"),
+        SwitchOutcome::Refused {
+            version: original.version,
+            frozen: true
+        }
+    );
+    let unchanged = store.route(tenant).await.expect("route");
+    assert_eq!(
+        (unchanged.cell_id, unchanged.version),
+        (from, original.version),
+        "a refused switch changes nothing"
+    );
+
+    // The real thing: the new cell at version + 1, still frozen.
+    let switched = store
+        .switch_route(tenant, from, original.version, to, now)
+        .await
+        .expect("switch");
+    assert_eq!(
+        switched,
+        SwitchOutcome::Switched {
+            version: original.version + 1
+        }
+    );
+    let route = store.route(tenant).await.expect("route after the switch");
+    assert_eq!(route.cell_id, to);
+    assert_eq!(route.cell_url, "http://fly-iad-2.internal:8080");
+    assert_eq!(route.version, original.version + 1);
+    assert!(route.is_frozen(now), "the switch leaves the freeze on");
+    assert_eq!(store.cell(from).await.expect("source").tenants, 0);
+    assert_eq!(store.cell(to).await.expect("target").tenants, 1);
+
+    // A repeat (a retry after a lost answer) is recognised, and changes
+    // nothing, frozen or not.
+    let again = SwitchOutcome::AlreadySwitched {
+        version: original.version + 1,
+    };
+    assert_eq!(
+        store
+            .switch_route(tenant, from, original.version, to, now)
+            .await
+            .expect("switch twice"),
+        again
+    );
+    store.unfreeze_route(tenant).await.expect("unfreeze");
+    assert_eq!(
+        store
+            .switch_route(tenant, from, original.version, to, Utc::now())
+            .await
+            .expect("switch twice, unfrozen"),
+        again
+    );
+    let after = store.route(tenant).await.expect("route");
+    assert_eq!((after.cell_id, after.version), (to, original.version + 1));
+    assert_eq!(after.frozen_until, None);
+
+    assert_not_found(
+        store.switch_route(TenantId::new(), from, 1, to, now).await,
+        "switching an unknown tenant",
+    );
+}
+
+fn a_move(
+    tenant: TenantId,
+    source: CellId,
+    created_at: chrono::DateTime<Utc>,
+    phase: &str,
+) -> TenantMove {
+    TenantMove {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: tenant,
+        source_cell: source,
+        target_cell: None,
+        phase: phase.into(),
+        finished: false,
+        state: serde_json::json!({ "phase": phase, "copied": { "vehicles": 0 } }),
+        created_at: micros(created_at),
+        updated_at: micros(created_at),
+    }
+}
+
+/// Moves round-trip; a tenant has at most one unfinished move (the second
+/// is `MoveInProgress` naming the first, and stores nothing); a finished
+/// move blocks nothing; moves list newest first.
+pub async fn moves_round_trip_with_one_unfinished_per_tenant(store: &dyn ControlStore) {
+    let (tenant, from, to) = a_tenant_and_two_cells(store).await;
+    let other = tenant_seed(from, "Other GmbH", "other@example.com");
+    create(store, &other).await;
+    assert_eq!(store.active_move(tenant).await.expect("none yet"), None);
+    assert!(store.moves(10).await.expect("moves").is_empty());
+
+    let start = Utc::now() - chrono::Duration::seconds(60);
+    let first = a_move(tenant, from, start, "preparing");
+    let created = store.create_move(first.clone()).await.expect("create move");
+    assert_eq!(created, first);
+    assert_eq!(store.tenant_move(first.id).await.expect("read"), first);
+    assert_eq!(
+        store.active_move(tenant).await.expect("active"),
+        Some(first.clone())
+    );
+
+    // A second unfinished move of the same tenant.
+    let second = a_move(
+        tenant,
+        from,
+        start + chrono::Duration::seconds(1),
+        "preparing",
+    );
+    assert_eq!(
+        expect_conflict(store.create_move(second.clone()).await, "second move"),
+        Conflict::MoveInProgress(first.id)
+    );
+    assert_not_found(store.tenant_move(second.id).await, "the refused move");
+
+    // Another tenant moves independently.
+    let others = a_move(
+        other.tenant.id,
+        from,
+        start + chrono::Duration::seconds(2),
+        "preparing",
+    );
+    store
+        .create_move(others.clone())
+        .await
+        .expect("other tenant's move");
+
+    // Progress is saved.
+    let mut progressed = first.clone();
+    progressed.phase = "copying".into();
+    progressed.target_cell = Some(to);
+    progressed.state = serde_json::json!({ "phase": "copying", "cursor": "abc" });
+    progressed.updated_at = micros(start + chrono::Duration::seconds(10));
+    store.save_move(&progressed).await.expect("save");
+    assert_eq!(store.tenant_move(first.id).await.expect("read"), progressed);
+    assert_eq!(
+        store.active_move(tenant).await.expect("active"),
+        Some(progressed.clone())
+    );
+
+    // Once finished, it blocks nothing.
+    let mut done = progressed.clone();
+    done.phase = "done".into();
+    done.finished = true;
+    store.save_move(&done).await.expect("finish");
+    assert_eq!(store.active_move(tenant).await.expect("active"), None);
+    let third = a_move(
+        tenant,
+        to,
+        start + chrono::Duration::seconds(3),
+        "preparing",
+    );
+    store
+        .create_move(third.clone())
+        .await
+        .expect("a new move after the finished one");
+    assert_eq!(
+        store.active_move(tenant).await.expect("active"),
+        Some(third.clone())
+    );
+
+    // Re-opening the finished move while another is unfinished is refused.
+    assert_eq!(
+        expect_conflict(store.save_move(&progressed).await, "reopening"),
+        Conflict::MoveInProgress(third.id)
+    );
+    assert_eq!(store.tenant_move(first.id).await.expect("read"), done);
+
+    let listed: Vec<uuid::Uuid> = store
+        .moves(10)
+        .await
+        .expect("moves")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(listed, vec![third.id, others.id, first.id], "newest first");
+    assert_eq!(store.moves(2).await.expect("moves").len(), 2);
+
+    assert_not_found(
+        store.tenant_move(uuid::Uuid::now_v7()).await,
+        "unknown move",
+    );
+    assert_not_found(
+        store
+            .save_move(&a_move(tenant, from, start, "copying"))
+            .await,
+        "saving an unknown move",
+    );
+}
+
+/// Concurrent creations of a tenant's move admit exactly one.
+pub async fn concurrent_moves_of_one_tenant_admit_one(store: &dyn ControlStore) {
+    let (tenant, from, _) = a_tenant_and_two_cells(store).await;
+    let now = Utc::now();
+    let tries = [
+        a_move(tenant, from, now, "preparing"),
+        a_move(tenant, from, now, "preparing"),
+        a_move(tenant, from, now, "preparing"),
+    ];
+    let (r0, r1, r2) = tokio::join!(
+        store.create_move(tries[0].clone()),
+        store.create_move(tries[1].clone()),
+        store.create_move(tries[2].clone())
+    );
+    let mut winners = Vec::new();
+    let mut conflicts = Vec::new();
+    for result in [r0, r1, r2] {
+        match result {
+            Ok(created) => winners.push(created.id),
+            Err(StorageError::Conflict(Conflict::MoveInProgress(id))) => conflicts.push(id),
+            Err(err) => panic!("unexpected error from a concurrent move: {err:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one move is created");
+    assert_eq!(conflicts, vec![winners[0]; 2], "the losers name the winner");
+    assert_eq!(store.moves(10).await.expect("moves").len(), 1);
 }

@@ -60,6 +60,10 @@ macro_rules! conformance_tests {
                 usage_reports_replace_and_show_in_placements,
                 stripe_events_are_stored_once_with_their_job,
                 billing_state_follows_payments_and_shows_in_placements,
+                routes_freeze_and_unfreeze,
+                switch_route_is_a_compare_and_set,
+                moves_round_trip_with_one_unfinished_per_tenant,
+                concurrent_moves_of_one_tenant_admit_one,
             ],
             cell: [
                 put_tenant_creates_then_updates_limits,
@@ -108,6 +112,9 @@ macro_rules! conformance_tests {
                 copy_is_row_for_row_and_digests_agree,
                 history_cutoff_carries_only_recent_history,
                 exports_are_tenant_scoped,
+                changes_since_a_watermark_bring_a_copy_up_to_date,
+                change_pages_return_every_change_once,
+                read_only_marks_and_removals_of_missing_keys,
             ],
             shared_cell: [
                 concurrent_creates_never_exceed_the_limit,

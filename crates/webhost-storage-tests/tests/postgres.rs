@@ -5,6 +5,17 @@
 
 webhost_storage_tests::conformance_tests!(postgres);
 
+/// Transactions committing out of the order they began are caught up
+/// (`export_changes` since a watermark read while one was open).
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_order_commits_are_caught_up() {
+    let Some(fixture) = webhost_storage_tests::backends::postgres::cell().await else {
+        return;
+    };
+    let url = fixture.postgres_url().expect("a PostgreSQL fixture");
+    webhost_storage_tests::transfer::out_of_order_commits_are_caught_up(fixture.store(), url).await;
+}
+
 /// The PostGIS column agrees with the stored shape: the polygon itself
 /// (holes included), the circle as its centre with the radius beside it.
 #[tokio::test(flavor = "multi_thread")]

@@ -349,6 +349,57 @@ pub trait CellStore: JobStore + Send + Sync + 'static {
     /// one key within `records` count once, the last one wins).
     async fn import(&self, tenant: TenantId, records: &[Record]) -> StorageResult<u64>;
 
+    /// The cell's change clock now (SPEC §6 catch-up). Every change to a
+    /// [`TransferTable`] row (insert, update, delete) carries a sequence
+    /// number; a watermark `w` read here guarantees that every change
+    /// committed after this call has a sequence at or above `w`, whatever
+    /// transactions were in flight — so `export_changes(since = w)` later
+    /// misses nothing. A change committed before may be at or above `w` too
+    /// (PostgreSQL, while an older transaction is open anywhere on the
+    /// server) and is then returned again: harmless, imports are upserts.
+    /// (PostgreSQL: the writing transaction's id and the snapshot's `xmin`;
+    /// SQLite: a clock bumped under its single writer, exact.) Deletes
+    /// made by retention (`expire_positions`, `purge_webhook_attempts`) are
+    /// not tracked: a move holds the tenant's retention off.
+    async fn change_watermark(&self) -> StorageResult<u64>;
+
+    /// The tenant's rows of `table` changed at or after `since` (a value of
+    /// [`CellStore::change_watermark`]) as full row images, and (on the first
+    /// page, `after == None`) the keys deleted at or after `since` and
+    /// absent now; at most `limit` (≤ [`MAX_CHUNK`](crate::transfer::MAX_CHUNK))
+    /// records a page, `next` set when more follow. Rows deleted through
+    /// their parent's cascade (a vehicle's positions, tracker state, latest
+    /// position and events; a webhook's attempts) need no key of their own:
+    /// the parent's deletion removes them on the receiving side too.
+    /// `history_since` keeps only positions and events with `time >= since`.
+    /// `NotFound("tenant")` when the tenant is not on this cell.
+    async fn export_changes(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        since: u64,
+        after: Option<&Cursor>,
+        limit: u32,
+        history_since: Option<DateTime<Utc>>,
+    ) -> StorageResult<crate::transfer::ChangeChunk>;
+
+    /// Deletes the tenant's rows of `table` with these keys (a missing key
+    /// is a no-op), with what cascades from them, in one transaction.
+    /// Answers the rows deleted.
+    async fn remove_records(
+        &self,
+        tenant: TenantId,
+        table: TransferTable,
+        keys: &[Cursor],
+    ) -> StorageResult<u64>;
+
+    /// Marks the tenant read-only on this cell (`true`) or writable again,
+    /// persisted so a restarted cell keeps refusing its writes; `NotFound`
+    /// for a tenant not on this cell. A repeat is a no-op.
+    async fn set_read_only(&self, tenant: TenantId, read_only: bool) -> StorageResult<()>;
+    /// The tenants marked read-only on this cell.
+    async fn read_only_tenants(&self) -> StorageResult<Vec<TenantId>>;
+
     /// Row count and checksum of each [`TransferTable`] of the tenant,
     /// computed over [`CellStore::export_chunk`] by
     /// [`transfer::digest`](crate::transfer::digest), so equal rows give

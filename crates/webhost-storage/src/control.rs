@@ -286,6 +286,48 @@ pub struct Route {
     /// can be checked. (The tenant's status is read live, not versioned.)
     pub version: i64,
     pub tenant_status: TenantStatus,
+    /// Set while a move freezes the tenant's writes (SPEC §6): the edges
+    /// hold its writes until this passes or the freeze is lifted.
+    pub frozen_until: Option<DateTime<Utc>>,
+}
+
+impl Route {
+    /// Whether the tenant's writes are held at `now`.
+    pub fn is_frozen(&self, now: DateTime<Utc>) -> bool {
+        self.frozen_until.is_some_and(|until| until > now)
+    }
+}
+
+/// What [`ControlStore::switch_route`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SwitchOutcome {
+    /// The entry pointed at the expected cell and version, frozen and the
+    /// freeze not expired: it now points at the new cell at `version`.
+    Switched { version: i64 },
+    /// The entry already points at the new cell, at `version` (an earlier
+    /// try did it).
+    AlreadySwitched { version: i64 },
+    /// The entry is not as expected (another version, another cell, not
+    /// frozen or the freeze expired): nothing changed.
+    Refused { version: i64, frozen: bool },
+}
+
+/// A tenant move as the control plane keeps it: the `webhost-move` state
+/// (JSON) and what the operator lists and filters by.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantMove {
+    pub id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub source_cell: CellId,
+    pub target_cell: Option<CellId>,
+    /// `webhost_move::Phase` in words (`copying`, `done`, …).
+    pub phase: String,
+    /// Finished: done, aborted or rolled back.
+    pub finished: bool,
+    pub state: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -335,6 +377,14 @@ pub trait ControlStore: RoutingDirectory + crate::JobStore {
         key: NewApiKey,
     ) -> StorageResult<(Tenant, User, ApiKey)>;
     async fn set_tenant_status(&self, id: TenantId, status: TenantStatus) -> StorageResult<()>;
+    /// Records a plan change with the new plan's placement (pool, primary
+    /// region, regions); the route is the move's to change.
+    async fn set_tenant_plan(
+        &self,
+        id: TenantId,
+        plan: &PlanName,
+        placement: &webhost_domain::Placement,
+    ) -> StorageResult<()>;
     /// Removes a tenant and everything the control plane holds for it.
     async fn delete_tenant(&self, id: TenantId) -> StorageResult<()>;
     async fn tenant(&self, id: TenantId) -> StorageResult<Tenant>;
@@ -373,6 +423,36 @@ pub trait ControlStore: RoutingDirectory + crate::JobStore {
     ) -> StorageResult<bool>;
     /// Frees `device` if this tenant holds it; a no-op otherwise.
     async fn release_device(&self, device: &DeviceId, tenant: TenantId) -> StorageResult<()>;
+
+    /// Holds the tenant's writes at the edges until `until` (or
+    /// `unfreeze_route`): sets the route's `frozen_until`, version
+    /// unchanged. Answers the route as it is now.
+    async fn freeze_route(&self, tenant: TenantId, until: DateTime<Utc>) -> StorageResult<Route>;
+    /// Lifts a freeze (a no-op on an unfrozen route); answers the route.
+    async fn unfreeze_route(&self, tenant: TenantId) -> StorageResult<Route>;
+    /// Compare-and-set of the routing entry (SPEC §6 step 6): from
+    /// (`from_cell`, `from_version`, frozen past `now`) to `to_cell` at
+    /// version + 1, still frozen, in one statement.
+    async fn switch_route(
+        &self,
+        tenant: TenantId,
+        from_cell: CellId,
+        from_version: i64,
+        to_cell: CellId,
+        now: DateTime<Utc>,
+    ) -> StorageResult<SwitchOutcome>;
+
+    /// Records a new move; `Conflict::MoveInProgress` while another move of
+    /// the tenant is unfinished.
+    async fn create_move(&self, new: TenantMove) -> StorageResult<TenantMove>;
+    /// Replaces a move's state (phase, target, finished, state JSON,
+    /// updated_at).
+    async fn save_move(&self, record: &TenantMove) -> StorageResult<()>;
+    async fn tenant_move(&self, id: uuid::Uuid) -> StorageResult<TenantMove>;
+    /// The tenant's unfinished move, if any.
+    async fn active_move(&self, tenant: TenantId) -> StorageResult<Option<TenantMove>>;
+    /// Moves, newest first, at most `limit`.
+    async fn moves(&self, limit: u32) -> StorageResult<Vec<TenantMove>>;
 
     /// Stores a Stripe event unless its id is stored already, and in the
     /// same transaction enqueues `job` (which applies it; its unique key

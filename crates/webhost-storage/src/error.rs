@@ -21,6 +21,9 @@ pub enum Conflict {
     VehicleLimit { limit: u32 },
     #[error("a cell named '{0}' already exists")]
     CellNameTaken(String),
+    /// The tenant is being moved already (its move's id).
+    #[error("the tenant is being moved already (migration {0})")]
+    MoveInProgress(uuid::Uuid),
     /// A background job is not in a state the action applies to.
     #[error(transparent)]
     Job(crate::JobConflict),

@@ -21,8 +21,9 @@ pub use cell::{
 pub use control::{
     ApiKey, ApiKeyPrincipal, BillingSuspension, Cell, CellStatus, CellUpdate, ControlStore,
     DeviceRegistration, MeasuredUsage, NewApiKey, NewCell, NewStripeEvent, NewTenant, NewUser,
-    Route, RoutingDirectory, StripeEvent, StripeSubscriptionUpdate, Tenant, TenantBilling,
-    TenantFilter, TenantPlacement, TenantStatus, User, UserCredentials, UserRole,
+    Route, RoutingDirectory, StripeEvent, StripeSubscriptionUpdate, SwitchOutcome, Tenant,
+    TenantBilling, TenantFilter, TenantMove, TenantPlacement, TenantStatus, User, UserCredentials,
+    UserRole,
 };
 pub use error::{Conflict, StorageError, StorageResult};
 pub use fleet::{
@@ -37,7 +38,9 @@ pub use jobs::{
 pub use policy::{
     bytes_share, fetch_limit, keep, seed_catalog, share_storage, usage_by_tenant, Quota, MAX_PAGE,
 };
-pub use transfer::{Chunk, Cursor, Record, TableDigest, TenantDigest, TransferTable, MAX_CHUNK};
+pub use transfer::{
+    ChangeChunk, Chunk, Cursor, Record, TableDigest, TenantDigest, TransferTable, MAX_CHUNK,
+};
 pub use webhooks::{
     AttemptVerdict, CreateWebhookError, NewWebhook, Webhook, WebhookAttempt, WebhookAttemptId,
     WebhookId, WebhookPatch, MAX_WEBHOOKS,

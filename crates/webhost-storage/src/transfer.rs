@@ -4,7 +4,9 @@
 //! per-table digest both sides compare before the switch ([`digest`]).
 //!
 //! The policy lives here, once; a backend only reads rows in key order
-//! (`CellStore::export_chunk`) and upserts them (`CellStore::import`).
+//! (`CellStore::export_chunk`), the rows changed since a watermark and the
+//! keys deleted (`CellStore::export_changes`, [`ChangeChunk`]), upserts
+//! (`CellStore::import`) and removes them (`CellStore::remove_records`).
 //!
 //! # What moves
 //!
@@ -36,8 +38,8 @@
 //! - **Cell jobs** (pending `deliver_webhook` jobs): the queue's rows hold
 //!   leases, attempts and schedules of *this* cell's worker and carry no
 //!   tenant column (the tenant is inside the payload), so they cannot be
-//!   exported tenant-scoped; deliveries pending at the switch are the
-//!   move's to drain or re-enqueue (next step).
+//!   exported tenant-scoped; deliveries pending at the switch stay with
+//!   the source cell and are not retried after the move (a known gap).
 //! - **Usage tallies**: they measure the work *this* cell did (cost
 //!   attribution per cell); copying them would count the same requests on
 //!   two cells while both hold the tenant.
@@ -70,9 +72,9 @@
 //!
 //! # Limits (known, each fails loudly rather than silently)
 //!
-//! - This is the snapshot copy only: rows changed or deleted on the source
-//!   after their chunk was read are not followed (the catch-up needs a
-//!   change sequence per row and tombstones for deletes; next step).
+//! - Rows deleted by retention (`expire_positions`, purged delivery
+//!   attempts) leave no tombstone: a retention run during a move makes the
+//!   two sides' digests differ and the move abort (the tenant stays).
 //! - SQLite keeps position and event times to the millisecond: a
 //!   PostgreSQL row with a sub-millisecond time (none is written today:
 //!   `Fix::parse` truncates) would land truncated and the digests differ.
@@ -710,6 +712,20 @@ impl Chunk {
         };
         Chunk { records, next }
     }
+}
+
+/// One page of a table's changes since a watermark
+/// ([`CellStore::export_changes`]): the full images of the rows inserted or
+/// updated at or after it (in the order the backend pages them), the keys
+/// deleted at or after it that are absent now (first page only; a key
+/// deleted and written again is in `records` instead), and where the next
+/// page starts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChangeChunk {
+    pub records: Vec<Record>,
+    /// Keys of the table (as [`Record::cursor`] spells them) to delete.
+    pub deleted: Vec<Cursor>,
+    pub next: Option<Cursor>,
 }
 
 /// One table's sum: what both sides of a move compare.

@@ -77,6 +77,42 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 10)]
         tenants: u32,
     },
+    /// Moves a tenant to another cell, live, following it with a progress
+    /// bar until its switch (or abort). Also `webhost migrate`.
+    Migrate(MigrateCommand),
+    /// Tenant moves: list, show one, roll back, cancel.
+    Migrations {
+        #[command(subcommand)]
+        command: Option<MigrationsCommand>,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct MigrateCommand {
+    /// The tenant's id.
+    pub tenant: String,
+    /// The cell to move to (id or name); left out: placement picks one.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Answer once the move is queued instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum MigrationsCommand {
+    List,
+    Show {
+        id: String,
+    },
+    /// Moves the tenant back (only during the grace period).
+    Rollback {
+        id: String,
+    },
+    /// Stops a move before its switch.
+    Cancel {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -310,6 +346,56 @@ pub async fn run(args: AdminArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
                 )
             }
         },
+        AdminCommand::Migrate(migrate) => {
+            let body = json!({ "cell": migrate.to });
+            let started = client
+                .call(
+                    Method::POST,
+                    &format!("/api/admin/tenants/{}/migrate", migrate.tenant),
+                    Some(body),
+                )
+                .await?;
+            let value = if migrate.no_wait || args.json {
+                started
+            } else {
+                follow_migration(&client, &started).await?
+            };
+            (value, |v| vec![migration_table(v)])
+        }
+        AdminCommand::Migrations { command } => match command.unwrap_or(MigrationsCommand::List) {
+            MigrationsCommand::List => (
+                client
+                    .call(Method::GET, "/api/admin/migrations", None)
+                    .await?,
+                |v| vec![migrations_table(v)],
+            ),
+            MigrationsCommand::Show { id } => (
+                client
+                    .call(Method::GET, &format!("/api/admin/migrations/{id}"), None)
+                    .await?,
+                |v| vec![migration_table(v)],
+            ),
+            MigrationsCommand::Rollback { id } => (
+                client
+                    .call(
+                        Method::POST,
+                        &format!("/api/admin/migrations/{id}/rollback"),
+                        None,
+                    )
+                    .await?,
+                |v| vec![migration_table(v)],
+            ),
+            MigrationsCommand::Cancel { id } => (
+                client
+                    .call(
+                        Method::POST,
+                        &format!("/api/admin/migrations/{id}/cancel"),
+                        None,
+                    )
+                    .await?,
+                |v| vec![migration_table(v)],
+            ),
+        },
         AdminCommand::Economics { tenants } => (
             client
                 .call(
@@ -381,6 +467,102 @@ async fn follow(client: &Client, cell: &Value) -> anyhow::Result<Value> {
         bar.tick();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Follows a move with a progress bar until it has switched (the grace
+/// period that follows lasts days: the tenant is moved by then) or ended
+/// otherwise; answers its last state, and fails when it aborted.
+async fn follow_migration(client: &Client, started: &Value) -> anyhow::Result<Value> {
+    let id = started["id"]
+        .as_str()
+        .context("the answer names no migration id")?;
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} move [{bar:30}] {pos:>3}% {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    loop {
+        let now = client
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/admin/migrations/{id}"),
+                None,
+            )
+            .await?;
+        let state = now["state"].as_str().unwrap_or_default().to_string();
+        let progress = &now["progress"];
+        match state.as_str() {
+            "grace_period" | "deleting_source" | "done" => {
+                bar.set_position(100);
+                let freeze = progress["freeze_ms"]
+                    .as_u64()
+                    .map(|ms| format!("; writes held {ms} ms"))
+                    .unwrap_or_default();
+                bar.finish_with_message(format!("moved{freeze}"));
+                return Ok(now);
+            }
+            "aborted" | "rolled_back" => {
+                bar.abandon_with_message(state.clone());
+                bail!(
+                    "the move {state}: {}",
+                    progress["outcome"]["reason"]
+                        .as_str()
+                        .or(progress["last_error"].as_str())
+                        .unwrap_or("no reason recorded")
+                );
+            }
+            _ => {
+                bar.set_position(progress["percent"].as_u64().unwrap_or(0).min(99));
+                let rows = progress["rows_copied"].as_u64().unwrap_or(0);
+                let error = progress["last_error"]
+                    .as_str()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
+                bar.set_message(format!("{state}, {rows} rows copied{error}"));
+            }
+        }
+        bar.tick();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn migration_row(v: &Value) -> Vec<String> {
+    vec![
+        text(&v["id"]),
+        text(&v["tenant_id"]),
+        text(&v["source_cell"]),
+        text(&v["target_cell"]),
+        text(&v["state"]),
+        text(&v["progress"]["percent"]),
+        text(&v["progress"]["rows_copied"]),
+        text(&v["progress"]["freeze_ms"]),
+    ]
+}
+
+const MIGRATION_HEADER: [&str; 8] = [
+    "id",
+    "tenant",
+    "from",
+    "to",
+    "state",
+    "%",
+    "rows",
+    "freeze ms",
+];
+
+fn migration_table(v: &Value) -> Table {
+    let mut t = table(&MIGRATION_HEADER);
+    t.add_row(migration_row(v));
+    t
+}
+
+fn migrations_table(v: &Value) -> Table {
+    let mut t = table(&MIGRATION_HEADER);
+    for item in v["items"].as_array().into_iter().flatten() {
+        t.add_row(migration_row(item));
+    }
+    t
 }
 
 fn table(header: &[&str]) -> Table {

@@ -253,6 +253,7 @@ impl Application {
             jobs: jobs(settings, &store),
             region: settings.region(),
             billing: settings.billing(),
+            moves: settings.moves(),
         });
         start_workers(settings, &plane.jobs, &shutdown);
         let control = serve::spawn(control_listener, plane.router, &shutdown)?;
@@ -337,6 +338,7 @@ pub async fn run_control(settings: &Settings) -> anyhow::Result<()> {
         jobs: jobs(settings, &store),
         region: settings.region(),
         billing: settings.billing(),
+        moves: settings.moves(),
     });
     start_workers(settings, &plane.jobs, &shutdown);
     let server = serve::spawn(listener, plane.router, &shutdown)?;
@@ -380,51 +382,78 @@ pub async fn run_edge(settings: &Settings) -> anyhow::Result<()> {
 
 /// `webhost cell`: one cell alone, with its own database.
 pub async fn run_cell(settings: &Settings) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    let (keys, _) = keys(settings)?;
-    let cell_id: CellId = settings
-        .cell_id
-        .as_deref()
-        .context("webhost cell needs --cell-id (or WEBHOST_CELL_ID)")?
-        .parse()
-        .context("--cell-id must be a UUID")?;
-    let control_url = settings
-        .control_url
-        .clone()
-        .context("webhost cell needs --control-url (or WEBHOST_CONTROL_URL)")?;
-    let store: Arc<dyn CellStore> = match &settings.database_url {
-        Some(url) if settings.is_postgres() => {
-            Arc::new(webhost_storage_postgres::PgCellStore::open(url, settings.pool_size).await?)
-        }
-        Some(url) => Arc::new(webhost_storage_sqlite::SqliteCellStore::open(url).await?),
-        None => {
-            let path = settings.data_dir.join(format!("cell-{cell_id}.db"));
-            Arc::new(
-                webhost_storage_sqlite::SqliteCellStore::open(
-                    path.to_str().context("data dir path is not UTF-8")?,
-                )
-                .await?,
-            )
-        }
-    };
-    let router = webhost_cell::router(
-        store,
-        keys,
-        webhost_cell::CellConfig {
-            allow_private_webhooks: settings.webhook_allow_private,
-            job_backoff_scale: settings.job_backoff_scale,
-            job_poll_interval: settings.job_poll_interval(),
-            ..webhost_cell::CellConfig::new(cell_id, settings.region(), control_url)
-        },
-        &shutdown,
-    );
-    let server = serve::spawn(
-        serve::bind(&settings.edge_listen()).await?,
-        router,
-        &shutdown,
-    )?;
-    tracing::info!(url = %server.url(), %cell_id, "cell listening");
+    let cell = CellServer::start(settings).await?;
     serve::shutdown_signal().await;
-    shutdown.finish().await;
+    cell.stop().await;
     Ok(())
+}
+
+/// One cell serving alone (`webhost cell`; tests start cells of another
+/// engine than the control plane's with it and register them).
+pub struct CellServer {
+    pub server: Server,
+    shutdown: Shutdown,
+}
+
+impl CellServer {
+    pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        Self::start_inner(settings).await
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Stops serving and waits for the cell's writer to commit.
+    pub async fn stop(self) {
+        self.shutdown.finish().await;
+    }
+
+    async fn start_inner(settings: &Settings) -> anyhow::Result<Self> {
+        let shutdown = Shutdown::new();
+        let (keys, _) = keys(settings)?;
+        let cell_id: CellId = settings
+            .cell_id
+            .as_deref()
+            .context("webhost cell needs --cell-id (or WEBHOST_CELL_ID)")?
+            .parse()
+            .context("--cell-id must be a UUID")?;
+        let control_url = settings
+            .control_url
+            .clone()
+            .context("webhost cell needs --control-url (or WEBHOST_CONTROL_URL)")?;
+        let store: Arc<dyn CellStore> = match &settings.database_url {
+            Some(url) if settings.is_postgres() => Arc::new(
+                webhost_storage_postgres::PgCellStore::open(url, settings.pool_size).await?,
+            ),
+            Some(url) => Arc::new(webhost_storage_sqlite::SqliteCellStore::open(url).await?),
+            None => {
+                let path = settings.data_dir.join(format!("cell-{cell_id}.db"));
+                Arc::new(
+                    webhost_storage_sqlite::SqliteCellStore::open(
+                        path.to_str().context("data dir path is not UTF-8")?,
+                    )
+                    .await?,
+                )
+            }
+        };
+        let router = webhost_cell::router(
+            store,
+            keys,
+            webhost_cell::CellConfig {
+                allow_private_webhooks: settings.webhook_allow_private,
+                job_backoff_scale: settings.job_backoff_scale,
+                job_poll_interval: settings.job_poll_interval(),
+                ..webhost_cell::CellConfig::new(cell_id, settings.region(), control_url)
+            },
+            &shutdown,
+        );
+        let server = serve::spawn(
+            serve::bind(&settings.edge_listen()).await?,
+            router,
+            &shutdown,
+        )?;
+        tracing::info!(url = %server.url(), %cell_id, "cell listening");
+        Ok(Self { server, shutdown })
+    }
 }

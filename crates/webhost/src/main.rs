@@ -77,6 +77,22 @@ enum Command {
     /// The operator's commands against a running WebHost: pools, cells,
     /// tenants, jobs, economics.
     Admin(webhost::admin::AdminArgs),
+    /// Moves a tenant to another cell, live (`webhost admin migrate`).
+    Migrate {
+        #[command(flatten)]
+        migrate: webhost::admin::MigrateCommand,
+        /// The WebHost to talk to (its public address).
+        #[arg(long, env = "WEBHOST_URL", default_value = "http://127.0.0.1:4000")]
+        url: String,
+        /// The operator's token; read from <data-dir>/secrets.toml when left out.
+        #[arg(long, env = "WEBHOST_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, default_value = "./data")]
+        data_dir: std::path::PathBuf,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn overrides(common: &Common) -> Overrides {
@@ -95,7 +111,9 @@ async fn main() -> anyhow::Result<()> {
     // The clients log only problems: a line per request would be the
     // benchmark's main cost.
     let default_filter = match cli.command {
-        Command::Simulate(_) | Command::Bench(_) | Command::Admin(_) => "warn",
+        Command::Simulate(_) | Command::Bench(_) | Command::Admin(_) | Command::Migrate { .. } => {
+            "warn"
+        }
         _ => "info,sqlx=warn,tower_http=info",
     };
     tracing_subscriber::fmt()
@@ -171,5 +189,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => webhost::simulate::run(args).await,
         Command::Bench(args) => webhost::bench::run(args).await,
         Command::Admin(args) => webhost::admin::run(args, &mut std::io::stdout()).await,
+        Command::Migrate {
+            migrate,
+            url,
+            token,
+            data_dir,
+            json,
+        } => {
+            let args = webhost::admin::AdminArgs {
+                url,
+                token,
+                data_dir,
+                json,
+                command: webhost::admin::AdminCommand::Migrate(migrate),
+            };
+            webhost::admin::run(args, &mut std::io::stdout()).await
+        }
     }
 }

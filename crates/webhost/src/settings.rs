@@ -66,6 +66,19 @@ pub struct Settings {
     /// it is suspended; 7 days by default (Stripe's retries span about a
     /// week). Tests shorten it instead of waiting.
     pub billing_grace_secs: u64,
+    /// Tenant moves (SPEC §6): how long the source copy is kept for a
+    /// rollback (7 days), the longest write freeze (5 s), rows per copied
+    /// chunk, and how often a waiting move looks again.
+    pub move_grace_secs: u64,
+    pub move_freeze_deadline_ms: u64,
+    pub move_chunk_rows: u32,
+    pub move_recheck_ms: u64,
+    /// Test hook: abort the process (as `kill -9` would) right after a
+    /// move job has persisted this many steps.
+    pub test_kill_after_move_steps: Option<u32>,
+    /// Test hook: a move's job stops once, after this many steps (a number)
+    /// or on entering this state (a name), to be retried by the operator.
+    pub test_stop_move_at: Option<String>,
     pub yjs_sync_enabled: bool,
     pub monitoring_enabled: bool,
     /// Split deployments: where the control plane is.
@@ -176,6 +189,12 @@ const PREFIXED: &[&str] = &[
     "usd_per_eur",
     "local_dedicated_delay_ms",
     "billing_grace_secs",
+    "move_grace_secs",
+    "move_freeze_deadline_ms",
+    "move_chunk_rows",
+    "move_recheck_ms",
+    "test_kill_after_move_steps",
+    "test_stop_move_at",
 ];
 
 /// Whether WebHost reads the environment variable `name`: the SPEC §3
@@ -211,6 +230,11 @@ pub struct Overrides {
     /// `STRIPE_WEBHOOK_SECRET` (tests: the process environment is shared).
     pub stripe_webhook_secret: Option<String>,
     pub billing_grace_secs: Option<u64>,
+    pub move_grace_secs: Option<u64>,
+    pub move_freeze_deadline_ms: Option<u64>,
+    pub move_chunk_rows: Option<u64>,
+    pub move_recheck_ms: Option<u64>,
+    pub test_stop_move_at: Option<String>,
 }
 
 /// The secrets the embedded default generates once and keeps.
@@ -250,6 +274,10 @@ fn defaults() -> Figment {
         .merge(Serialized::default("usd_per_eur", 1.08))
         .merge(Serialized::default("local_dedicated_delay_ms", 0))
         .merge(Serialized::default("billing_grace_secs", 7 * 24 * 3600))
+        .merge(Serialized::default("move_grace_secs", 7 * 24 * 3600))
+        .merge(Serialized::default("move_freeze_deadline_ms", 5_000))
+        .merge(Serialized::default("move_chunk_rows", 5_000))
+        .merge(Serialized::default("move_recheck_ms", 30_000))
 }
 
 fn overrides(figment: Figment, o: &Overrides) -> Figment {
@@ -271,12 +299,17 @@ fn overrides(figment: Figment, o: &Overrides) -> Figment {
     set("cell_id", o.cell_id.clone());
     set("database_url", o.database_url.clone());
     set("stripe_webhook_secret", o.stripe_webhook_secret.clone());
+    set("test_stop_move_at", o.test_stop_move_at.clone());
     for (key, value) in [
         ("job_lease_secs", o.job_lease_secs),
         ("job_poll_ms", o.job_poll_ms),
         ("local_provision_delay_ms", o.local_provision_delay_ms),
         ("local_dedicated_delay_ms", o.local_dedicated_delay_ms),
         ("billing_grace_secs", o.billing_grace_secs),
+        ("move_grace_secs", o.move_grace_secs),
+        ("move_freeze_deadline_ms", o.move_freeze_deadline_ms),
+        ("move_chunk_rows", o.move_chunk_rows),
+        ("move_recheck_ms", o.move_recheck_ms),
     ] {
         if let Some(value) = value {
             figment = figment.merge(Serialized::default(key, value));
@@ -446,6 +479,25 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .map(webhost_control::WebhookSecret::new),
             grace: std::time::Duration::from_secs(self.billing_grace_secs),
+        }
+    }
+
+    /// How tenant moves run.
+    pub fn moves(&self) -> webhost_control::MoveSettings {
+        let defaults = webhost_move::MovePolicy::default();
+        webhost_control::MoveSettings {
+            policy: webhost_move::MovePolicy {
+                chunk_rows: self.move_chunk_rows.clamp(1, 5_000),
+                freeze_deadline_ms: self.move_freeze_deadline_ms.max(1),
+                grace_period_secs: self.move_grace_secs,
+                ..defaults
+            },
+            recheck: std::time::Duration::from_millis(self.move_recheck_ms.clamp(10, 600_000)),
+            kill_after_steps: self.test_kill_after_move_steps,
+            stop_at: self
+                .test_stop_move_at
+                .as_deref()
+                .map(webhost_control::StopAt::parse),
         }
     }
 

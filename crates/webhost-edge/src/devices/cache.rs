@@ -15,12 +15,23 @@
 //! under the wrong tenant; on such a refusal the caller drops the entry and
 //! looks the device up once more before answering the device.
 //!
-//! What a refusal does not catch is a tenant moved to another cell while its
-//! old copy still accepts writes. Routes do not change today (they are
-//! written once, at signup). The tenant move (SPEC §6) freezes the tenant's
-//! writes at the edge, and must drop the tenant's entries when it does: the
-//! TTL alone would let fixes land in the old copy for up to [`TTL`] after
-//! the switch.
+//! **The tenant move (SPEC §6).** What a refusal by the device check does
+//! not catch is a tenant moved to another cell: its old copy knows the
+//! device too. Three rules keep an entry from sending fixes to the old copy:
+//! - the source cell fences a moving tenant from the freeze on and stays
+//!   read-only after the switch (until it deletes the copy), so a fix sent
+//!   there is refused (`read_only`, nothing stored); the caller drops the
+//!   entry, looks the route up again — held while it is frozen — and
+//!   resends where it points;
+//! - every entry carries its route's version, and the edge remembers the
+//!   highest version it has seen per tenant (`routes.rs`): once any request
+//!   has read the moved route, entries of the older version are not used;
+//! - an entry of a tenant this edge has seen frozen is not used while the
+//!   freeze lasts (its fixes take a fresh, held lookup), and a frozen route
+//!   is never remembered.
+//!
+//! So a steady stream of fixes still reads nothing from the control store
+//! while nothing moves, and the TTL bounds nothing about correctness.
 //!
 //! Only devices that were found are kept: an unknown device is looked up
 //! every time, so a device registered a moment ago is accepted at once.
@@ -30,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use webhost_domain::{CellId, TenantId};
+use webhost_storage::Route;
 
 /// How long an entry is trusted without asking the control store again:
 /// a refusal or a failed call drops it sooner.
@@ -63,7 +75,19 @@ impl CellTarget {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DeviceRoute {
     pub tenant: TenantId,
+    /// The routing entry's version this was read at.
+    pub version: i64,
     pub cell: Arc<CellTarget>,
+}
+
+impl From<&Route> for DeviceRoute {
+    fn from(route: &Route) -> Self {
+        Self {
+            tenant: route.tenant_id,
+            version: route.version,
+            cell: Arc::new(CellTarget::new(route.cell_id, route.cell_url.clone())),
+        }
+    }
 }
 
 struct Entry {
@@ -160,6 +184,7 @@ mod tests {
     fn route(tenant: TenantId) -> DeviceRoute {
         DeviceRoute {
             tenant,
+            version: 1,
             cell: Arc::new(CellTarget::new(CellId::new(), "http://cell".into())),
         }
     }

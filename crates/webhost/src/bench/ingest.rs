@@ -26,35 +26,35 @@ const SQLITE_SCHEMA: &str =
 const POSTGRES_SCHEMA: &str =
     include_str!("../../../webhost-storage-postgres/migrations/cell/0002_positions.sql");
 
-const BATCH: usize = 1_000;
+pub(super) const BATCH: usize = 1_000;
 const CLIENTS: usize = 4;
 
-struct Row {
-    vehicle: usize,
-    time: DateTime<Utc>,
-    lat: f64,
-    lon: f64,
-    speed: f64,
-    heading: f64,
+pub(super) struct Row {
+    pub(super) vehicle: usize,
+    pub(super) time: DateTime<Utc>,
+    pub(super) lat: f64,
+    pub(super) lon: f64,
+    pub(super) speed: f64,
+    pub(super) heading: f64,
 }
 
 #[derive(Serialize)]
-struct Item<'a> {
-    vehicle_id: &'a str,
-    time: String,
-    lat: f64,
-    lon: f64,
-    speed: f64,
-    heading: f64,
+pub(super) struct Item<'a> {
+    pub(super) vehicle_id: &'a str,
+    pub(super) time: String,
+    pub(super) lat: f64,
+    pub(super) lon: f64,
+    pub(super) speed: f64,
+    pub(super) heading: f64,
 }
 
-fn rfc3339(time: DateTime<Utc>) -> String {
+pub(super) fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// `per_vehicle` fixes a second apart for each vehicle, ending a few
 /// minutes ago; ordered by time, so a batch holds many vehicles.
-fn rows(vehicles: usize, per_vehicle: usize) -> Vec<Row> {
+pub(super) fn rows(vehicles: usize, per_vehicle: usize) -> Vec<Row> {
     let end = Utc::now() - chrono::Duration::minutes(5);
     let start = end - chrono::Duration::seconds(per_vehicle as i64);
     let start = DateTime::from_timestamp(start.timestamp(), 0).expect("in range");
@@ -232,7 +232,7 @@ pub(super) async fn run(app: &BenchApp, quick: bool) -> anyhow::Result<Outcome> 
 
 /// The same rows in multi-row INSERTs into a fresh file, in transactions
 /// of `commit_every` rows.
-async fn sqlite_baseline(
+pub(super) async fn sqlite_baseline(
     rows: &[Row],
     vehicles: &[uuid::Uuid],
     tenant: uuid::Uuid,
@@ -290,7 +290,7 @@ async fn sqlite_baseline(
 /// The same rows in COPYs of `per_copy` rows (each its own transaction)
 /// into the partitioned table of the fresh database at `url` (created on
 /// the first call, emptied on later ones).
-async fn postgres_baseline(
+pub(super) async fn postgres_baseline(
     url: &str,
     rows: &[Row],
     vehicles: &[uuid::Uuid],

@@ -17,6 +17,7 @@
 
 mod density;
 mod ingest;
+mod moves;
 mod requests;
 
 use std::time::{Duration, Instant};
@@ -37,7 +38,10 @@ pub enum BenchName {
     Live,
     /// Hobby tenants per core at nominal load within p95 < 100 ms.
     Density,
-    /// Every bench but density, one after the other, then a summary.
+    /// A tenant with a million positions moved live between cells, per
+    /// engine pair (with `--database-url`: SQLite ↔ PostgreSQL too).
+    Move,
+    /// Every bench but density and move, one after the other, then a summary.
     All,
 }
 
@@ -67,6 +71,15 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     fn check(&self) -> anyhow::Result<()> {
+        if self.name == BenchName::Move {
+            // Runs every engine pair itself; the URL adds the PostgreSQL ones.
+            return match &self.database_url {
+                Some(url) if !url.starts_with("postgres") => {
+                    bail!("--database-url must be a postgres:// URL")
+                }
+                _ => Ok(()),
+            };
+        }
         match (self.engine, &self.database_url) {
             (Engine::Postgres, None) => bail!(
                 "--engine postgres needs --database-url (an admin URL, like \
@@ -119,7 +132,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     );
     let mut outcomes = Vec::new();
-    for name in names {
+    if args.name == BenchName::Move {
+        outcomes = moves::run(args.database_url.as_deref(), args.quick).await?;
+    }
+    for name in names.into_iter().filter(|n| *n != BenchName::Move) {
         let app = BenchApp::boot(args.engine, args.database_url.as_deref()).await?;
         let result = match name {
             BenchName::Ingest => ingest::run(&app, args.quick).await,
@@ -128,7 +144,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             BenchName::Track => requests::track(&app, args.quick).await,
             BenchName::Live => requests::live(&app, args.quick).await,
             BenchName::Density => density::run(&app, args.quick).await,
-            BenchName::All => unreachable!("expanded above"),
+            BenchName::All | BenchName::Move => unreachable!("expanded above"),
         };
         app.shutdown().await;
         let outcome = result.with_context(|| format!("bench {name:?}"))?;
@@ -172,7 +188,9 @@ struct PgRun {
 
 impl PgRun {
     async fn create(admin_url: &str) -> anyhow::Result<Self> {
-        let name = format!("webhost_bench_{}", uuid::Uuid::new_v4().simple());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        // Short: local cells add `_cell_<name>` within PostgreSQL's 63 bytes.
+        let name = format!("webhost_bench_{}", &id[..12]);
         create_database(admin_url, &name).await?;
         Ok(Self {
             admin_url: admin_url.to_string(),
@@ -232,6 +250,20 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Drops a database the run made (best effort).
+async fn drop_database(admin_url: &str, name: &str) {
+    use sqlx::Connection;
+    let Ok(mut conn) = admin_connection(admin_url).await else {
+        eprintln!("could not drop bench database {name}");
+        return;
+    };
+    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    if let Err(err) = sqlx::raw_sql(&sql).execute(&mut conn).await {
+        eprintln!("could not drop bench database {name}: {err}");
+    }
+    let _ = conn.close().await;
+}
+
 /// `url` with its database (the path) replaced by `database`.
 fn with_database(url: &str, database: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -258,6 +290,7 @@ pub(crate) struct BenchApp {
     client: reqwest::Client,
     dir: TempDir,
     postgres: Option<PgRun>,
+    admin_token: String,
 }
 
 /// A signed-up tenant on the business plan (500 vehicles).
@@ -275,6 +308,14 @@ pub(crate) struct VehicleRef {
 
 impl BenchApp {
     async fn boot(engine: Engine, admin_url: Option<&str>) -> anyhow::Result<Self> {
+        Self::boot_tuned(engine, admin_url, |_| {}).await
+    }
+
+    async fn boot_tuned(
+        engine: Engine,
+        admin_url: Option<&str>,
+        tune: impl FnOnce(&mut Overrides),
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a temporary data dir")?;
         let postgres = match (engine, admin_url) {
             (Engine::Postgres, Some(admin)) => Some(PgRun::create(admin).await?),
@@ -286,20 +327,25 @@ impl BenchApp {
             // turn a SQLite run into something else.
             None => format!("sqlite:{}", dir.path().join("control.db").display()),
         };
+        let mut overrides = Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            listen: Some("127.0.0.1:0".into()),
+            osmand_listen: Some("127.0.0.1:0".into()),
+            teltonika_listen: Some("127.0.0.1:0".into()),
+            database_url: Some(database_url),
+            ..Overrides::default()
+        };
+        tune(&mut overrides);
         let booted = async {
-            let settings = Settings::load(&Overrides {
-                data_dir: Some(dir.path().to_path_buf()),
-                listen: Some("127.0.0.1:0".into()),
-                osmand_listen: Some("127.0.0.1:0".into()),
-                teltonika_listen: Some("127.0.0.1:0".into()),
-                database_url: Some(database_url),
-                ..Overrides::default()
-            })?;
-            Application::build(&settings).await
+            let settings = Settings::load(&overrides)?;
+            let admin_token = settings.admin_token().map(str::to_owned);
+            Application::build(&settings)
+                .await
+                .map(|app| (app, admin_token))
         }
         .await;
-        let app = match booted {
-            Ok(app) => app,
+        let (app, admin_token) = match booted {
+            Ok(booted) => booted,
             Err(err) => {
                 if let Some(pg) = &postgres {
                     pg.drop_all().await;
@@ -315,7 +361,33 @@ impl BenchApp {
             client: client(64)?,
             dir,
             postgres,
+            admin_token: admin_token.unwrap_or_default(),
         })
+    }
+
+    /// An operator API call; the body of a 2xx answer.
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.call(method, path, Some(&self.admin_token), body).await
+    }
+
+    /// The id of the cell the tenant lives on now.
+    async fn cell_id(&self, account: &Account) -> anyhow::Result<String> {
+        let tenants = self
+            .admin(reqwest::Method::GET, "/api/admin/tenants?limit=1000", None)
+            .await?;
+        tenants["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["id"] == account.tenant_id.as_str())
+            .and_then(|t| t["cell_id"].as_str())
+            .map(str::to_owned)
+            .context("the tenant is not listed")
     }
 
     async fn shutdown(self) {

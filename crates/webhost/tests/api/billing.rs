@@ -56,6 +56,7 @@ tuned_stories!(
     a_paid_invoice_clears_past_due,
     subscription_events_record_stripe_ids_and_the_wanted_plan,
     events_for_unknown_tenants_and_types_are_processed_and_ignored,
+    a_paid_upgrade_moves_a_hobby_tenant_from_hetzner_to_fly,
 );
 
 tuned_stories!(stripe_without_grace: past_due_beyond_the_grace_period_suspends_writes_not_reads);
@@ -472,8 +473,10 @@ async fn subscription_events_record_stripe_ids_and_the_wanted_plan(app: TestApp)
         "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw"
     );
     assert_eq!(billing["subscription_status"], "active");
-    assert_eq!(billing["plan_wanted"], "business");
-    assert_eq!(row["plan"], "starter", "recorded, not applied");
+    // The paid plan is applied (same pool and region: limits in place),
+    // and no longer wanted.
+    assert_eq!(row["plan"], "business", "{row}");
+    assert!(billing["plan_wanted"].is_null(), "{row}");
 
     // An invoice naming only the customer finds the tenant by it.
     let failed = event_id();
@@ -556,5 +559,59 @@ async fn events_for_unknown_tenants_and_types_are_processed_and_ignored(app: Tes
     assert_eq!(
         applied(&app, &other).await["progress"]["applied"],
         "ignored"
+    );
+}
+
+/// Hobby → starter paid through Stripe: the signed webhook applies the plan
+/// and the tenant moves from the `hetzner` pool to a `fly` cell in its
+/// region, its data and credentials with it.
+async fn a_paid_upgrade_moves_a_hobby_tenant_from_hetzner_to_fly(app: TestApp) {
+    let account = app.signup("hobby", "DE").await;
+    let van = app.create_vehicle(&account, "Van", None).await;
+    assert_eq!(van.status, StatusCode::CREATED, "{}", van.body);
+    let van = van.body["id"].as_str().expect("id").to_string();
+    let at = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let posted = app
+        .post(
+            "/api/v1/positions",
+            Some(&account.api_key),
+            json!({ "positions": [{ "vehicle_id": van, "time": at, "lat": 52.5, "lon": 13.4 }] }),
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::OK, "{}", posted.body);
+    assert_eq!(tenant_row(&app, &account).await["pool"], "hetzner");
+
+    let paid = event_id();
+    deliver(
+        &app,
+        &event(
+            &paid,
+            "customer.subscription.updated",
+            subscription(&account.tenant_id, "cus_UP", "active", Some("starter")),
+        ),
+    )
+    .await;
+    applied(&app, &paid).await;
+    let moved = eventually("the tenant moved to a fly cell", async || {
+        let row = tenant_row(&app, &account).await;
+        let cell = app
+            .admin(
+                Method::GET,
+                &format!("/api/admin/cells/{}", row["cell_id"].as_str()?),
+                None,
+            )
+            .await;
+        (cell.body["pool"] == "fly").then_some((row, cell.body))
+    })
+    .await;
+    assert_eq!(moved.0["plan"], "starter", "{}", moved.0);
+    assert_eq!(moved.1["region"], "fra", "{}", moved.1);
+    let list = app.get("/api/v1/positions/latest", &account.token).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert_eq!(
+        list.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        list.body
     );
 }

@@ -84,6 +84,8 @@ impl TestApp {
             database_url,
             // Background jobs are picked up quickly in tests.
             job_poll_ms: Some(20),
+            // A move waiting out its grace period sees a rollback soon.
+            move_recheck_ms: Some(200),
             ..Overrides::default()
         };
         tune(&mut overrides);
