@@ -858,3 +858,209 @@ async fn kill_9_while_a_fly_cells_database_is_made_then_restart_finishes_it() {
     assert_eq!(secrets["WEBHOST_CELL_ID"], id.as_str());
     assert_eq!(secrets["WEBHOST_CONTROL_URL"], base.as_str());
 }
+
+/// Signs a hobby tenant up through the edge; answers its API key and id.
+async fn hobby_tenant(client: &reqwest::Client, base: &str) -> (String, String) {
+    let signup: Value = client
+        .post(format!("{base}/api/v1/signup"))
+        .json(&json!({
+            "company": "Crash Logistics",
+            "email": format!("ops-{}@example.com", uuid::Uuid::new_v4().simple()),
+            "password": "correct horse battery staple",
+            "plan": "hobby",
+            "country": "DE",
+        }))
+        .send()
+        .await
+        .expect("signup")
+        .json()
+        .await
+        .expect("json");
+    (
+        signup["api_key"].as_str().expect("api key").to_string(),
+        signup["tenant"]["id"]
+            .as_str()
+            .expect("tenant id")
+            .to_string(),
+    )
+}
+
+/// Posts fix `n` until it is acknowledged (held or bounced with a 503 while
+/// the tenant moves; the server may be restarting).
+async fn post_fix(client: &reqwest::Client, base: &str, key: &str, van: &str, n: i64) {
+    static DAY_AGO: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    let day_ago = *DAY_AGO.get_or_init(|| {
+        chrono::DateTime::from_timestamp(
+            (chrono::Utc::now() - chrono::Duration::days(1)).timestamp(),
+            0,
+        )
+        .expect("time")
+    });
+    let time =
+        (day_ago + chrono::Duration::seconds(n)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    wait_for("a fix to be acknowledged", async || {
+        let answer = client
+            .post(format!("{base}/api/v1/positions"))
+            .bearer_auth(key)
+            .json(&json!({ "positions": [{ "vehicle_id": van, "time": time, "lat": 50.1, "lon": 8.6 }] }))
+            .send()
+            .await
+            .ok()?;
+        if answer.status().is_success() {
+            return Some(());
+        }
+        assert!(
+            answer.status().is_server_error(),
+            "a write during a move is held or bounced, never refused: {}",
+            answer.status()
+        );
+        None
+    })
+    .await;
+}
+
+/// `kill -9` right after each step of a move in turn (the test hook aborts
+/// the process once the move has persisted its N-th step), then a restart
+/// without the hook: the move resumes from what was persisted and ends
+/// moved or aborted — every acknowledged position there once, the routing
+/// table pointing where the move says, the tenant served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_each_step_of_a_move_then_restart_resumes_or_rolls_back() {
+    let client = client();
+    let mut steps = 1u32;
+    loop {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path();
+        let ports = Ports::free();
+        let base = ports.base();
+        let fast = [("WEBHOST_LOCAL_PROVISION_DELAY_MS", "0".to_string())];
+        let mut hooked = fast.to_vec();
+        hooked.push(("WEBHOST_TEST_KILL_AFTER_MOVE_STEPS", steps.to_string()));
+        let mut first = start_with(data, &ports, &hooked);
+        healthy(&client, &base).await;
+        let token = admin_token(data);
+        let (key, tenant) = hobby_tenant(&client, &base).await;
+        let van: Value = client
+            .post(format!("{base}/api/v1/vehicles"))
+            .bearer_auth(&key)
+            .json(&json!({ "name": "Van" }))
+            .send()
+            .await
+            .expect("vehicle")
+            .json()
+            .await
+            .expect("json");
+        let van = van["id"].as_str().expect("vehicle id").to_string();
+        for n in 0..5 {
+            post_fix(&client, &base, &key, &van, n).await;
+        }
+        let tenant_cell = async |token: &str| -> Option<String> {
+            let tenants = get(&client, &base, token, "/api/admin/tenants").await?;
+            tenants["data"]
+                .as_array()?
+                .iter()
+                .find(|t| t["id"] == tenant.as_str())?["cell_id"]
+                .as_str()
+                .map(str::to_owned)
+        };
+        let source = tenant_cell(&token).await.expect("the tenant's cell");
+        let made: Value = client
+            .post(format!("{base}/api/admin/cells"))
+            .bearer_auth(&token)
+            .json(&json!({ "pool": "hetzner", "region": "fsn1" }))
+            .send()
+            .await
+            .expect("create cell")
+            .json()
+            .await
+            .expect("json");
+        let target = made["id"].as_str().expect("cell id").to_string();
+        wait_for("the second cell", async || {
+            let cell = get(
+                &client,
+                &base,
+                &token,
+                &format!("/api/admin/cells/{target}"),
+            )
+            .await?;
+            (cell["status"] == "active").then_some(())
+        })
+        .await;
+        let started: Value = client
+            .post(format!("{base}/api/admin/tenants/{tenant}/migrate"))
+            .bearer_auth(&token)
+            .json(&json!({ "cell": target }))
+            .send()
+            .await
+            .expect("migrate")
+            .json()
+            .await
+            .expect("json");
+        let id = started["id"].as_str().expect("migration id").to_string();
+        // Killed at step N, or through (N is past the last step before the
+        // grace period: every step has been tried).
+        let killed = wait_for("the kill or the switch", async || {
+            if first.child.try_wait().ok().flatten().is_some() {
+                return Some(true);
+            }
+            let m = get(
+                &client,
+                &base,
+                &token,
+                &format!("/api/admin/migrations/{id}"),
+            )
+            .await?;
+            (m["state"] == "grace_period").then_some(false)
+        })
+        .await;
+        drop(first);
+        let _second = start_with(data, &ports, &fast);
+        healthy(&client, &base).await;
+        for n in 5..8 {
+            post_fix(&client, &base, &key, &van, n).await;
+        }
+        let ended = wait_for("the move to end", async || {
+            let m = get(
+                &client,
+                &base,
+                &token,
+                &format!("/api/admin/migrations/{id}"),
+            )
+            .await?;
+            matches!(m["state"].as_str(), Some("grace_period" | "aborted")).then_some(m)
+        })
+        .await;
+        let expected = if ended["state"] == "grace_period" {
+            &target
+        } else {
+            &source
+        };
+        assert_eq!(
+            tenant_cell(&token).await.as_ref(),
+            Some(expected),
+            "step {steps}: {ended}"
+        );
+        post_fix(&client, &base, &key, &van, 8).await;
+        let from = "2025-01-01T00:00:00Z";
+        let to = (chrono::Utc::now() + chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let history = get(
+            &client,
+            &base,
+            &key,
+            &format!("/api/v1/vehicles/{van}/positions?from={from}&to={to}&limit=1000"),
+        )
+        .await
+        .expect("history");
+        assert_eq!(
+            history["data"].as_array().map(Vec::len),
+            Some(9),
+            "step {steps}: every acknowledged position once: {history} {ended}"
+        );
+        if !killed {
+            assert!(steps > 5, "a move has more than {steps} steps");
+            break;
+        }
+        steps += 1;
+    }
+}

@@ -183,7 +183,15 @@ async fn measure(
     let small_vehicles = app.vehicles(&small, 4).await?;
     load(app, &small, &small_vehicles, &rows_for(4, 500)).await?;
     let mut freezes = Vec::new();
-    let mut cells = [app.cell_id(&small).await?, target.id.clone()];
+    // Wherever placement put it, it moves between that cell and the other
+    // one of the pair.
+    let home = app.cell_id(&small).await?;
+    let away = if home == target.id {
+        source.clone()
+    } else {
+        target.id.clone()
+    };
+    let mut cells = [home, away];
     let ingest = Ingest::start(app, &small, &small_vehicles);
     for _ in 0..FREEZE_SAMPLES {
         let done = migrate(app, &small, &cells[1]).await?;
